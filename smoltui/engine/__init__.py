@@ -1,0 +1,1 @@
+"""The engine: models, tokenizers, data, runs. Never imports textual; usable from scripts and notebooks."""

@@ -1,0 +1,44 @@
+"""The workspace folder (`./.smoltui/` by default): runs, caches and the session's state live under it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from smoltui.engine.errors import UserError
+
+WORKSPACE_ENV = "SMOLTUI_WORKSPACE"
+DEFAULT_WORKSPACE = ".smoltui"
+
+
+def workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The workspace for this call: `explicit`, else $SMOLTUI_WORKSPACE, else ./.smoltui (not created)."""
+    chosen = explicit or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+    return Path(chosen).expanduser().absolute()
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` (and missing parents inside it) readable by its owner only; return it."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except NotADirectoryError:
+        raise UserError(f"{path} cannot be created because a file stands in its way; move that file.") from None
+    except PermissionError:
+        raise UserError(f"no permission to create {path}; pass --workspace with a folder you own.") from None
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path
+
+
+def open_workspace(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The workspace folder, created owner-only if missing."""
+    return ensure_private_dir(workspace_path(explicit))
+
+
+def runs_dir(workspace: Path) -> Path:
+    return ensure_private_dir(workspace / "runs")
+
+
+def cache_dir(workspace: Path, kind: str) -> Path:
+    """A cache folder under the workspace, e.g. cache_dir(ws, "tokens")."""
+    return ensure_private_dir(workspace / "cache" / kind)

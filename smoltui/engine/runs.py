@@ -1,0 +1,282 @@
+"""Launch, find, attach to and steer training runs. Sync for the CLI, async twins for the dashboard's event loop.
+
+A run is a folder `<workspace>/runs/<run_id>/` with its store `run.db`, `checkpoints/` and `train.log`. The
+trainer runs in its own process session, so it outlives whatever launched it; every handle talks to it through
+the store alone. Imports no torch: the dashboard lists and watches runs before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smoltui.engine.config import TrainConfig
+from smoltui.engine.errors import UserError
+from smoltui.engine.runstore import RunStore, effective_status, list_run_dirs
+from smoltui.engine.workspace import open_workspace, runs_dir
+
+TERMINAL_STATUSES = ("finished", "stopped", "failed", "lost")
+LOG_FILE = "train.log"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of `smoltui runs`: what a person scans a list of runs for."""
+
+    run_id: str
+    run_dir: Path
+    status: str
+    model: str
+    corpus: str
+    step: int | None
+    max_steps: int | None
+    train_loss: float | None
+    val_loss: float | None
+    tokens_per_s: float | None
+    started: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["run_dir"] = str(self.run_dir)
+        return values
+
+
+class RunHandle:
+    """A live view of one run and the controls that steer it, through its store."""
+
+    def __init__(self, run_dir: Path, process: subprocess.Popen | None = None):
+        self.run_dir = run_dir
+        self.run_id = run_dir.name
+        self.process = process  # set when this handle launched the run
+        self.store = RunStore.open(run_dir, readonly=True)
+
+    # -- reading
+    def meta(self) -> dict[str, Any]:
+        return self.store.meta()
+
+    def status(self) -> str:
+        return effective_status(self.store.meta())
+
+    def metrics_since(self, name: str, after_step: int = -1) -> list[tuple[int, float]]:
+        return self.store.metrics_since(name, after_step)
+
+    def latest_metrics(self) -> dict[str, tuple[int, float]]:
+        return self.store.latest_metrics()
+
+    def samples(self, after_id: int = 0):
+        return self.store.samples(after_id)
+
+    def events(self, after_id: int = 0):
+        return self.store.events(after_id)
+
+    def log_path(self) -> Path:
+        return self.run_dir / LOG_FILE
+
+    # -- steering
+    def pause(self) -> None:
+        self._command("pause")
+
+    def resume(self) -> None:
+        self._command("resume")
+
+    def stop(self) -> None:
+        self._command("stop")
+
+    def checkpoint_now(self) -> None:
+        self._command("checkpoint")
+
+    def sample_now(self) -> None:
+        self._command("sample")
+
+    def _command(self, kind: str) -> None:
+        status = self.status()
+        if status in TERMINAL_STATUSES:
+            raise UserError(f"run {self.run_id} is {status}; `smoltui train --resume {self.run_id}` continues it.")
+        self.store.send_command(kind)
+
+    def wait(self, timeout: float | None = None, poll_s: float = 0.2) -> str:
+        """Block until the run reaches a final status (or the timeout passes); return the status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status in TERMINAL_STATUSES:
+                if self.process is not None:
+                    self.process.wait()
+                return status
+            if deadline is not None and time.monotonic() >= deadline:
+                return status
+            time.sleep(poll_s)
+
+    # -- async twins for the dashboard: the store is read in a thread, never on the event loop
+    async def status_async(self) -> str:
+        return await asyncio.to_thread(self.status)
+
+    async def metrics_since_async(self, name: str, after_step: int = -1) -> list[tuple[int, float]]:
+        return await asyncio.to_thread(self.metrics_since, name, after_step)
+
+    async def samples_async(self, after_id: int = 0):
+        return await asyncio.to_thread(self.samples, after_id)
+
+    async def events_async(self, after_id: int = 0):
+        return await asyncio.to_thread(self.events, after_id)
+
+    async def send_async(self, kind: str) -> None:
+        await asyncio.to_thread(self._command, kind)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
+    """Create a run folder for `config` and start its trainer, detached; return a handle at once."""
+    root = runs_dir(open_workspace(workspace))
+    run_id = new_run_id(root, config.model)
+    run_dir = root / run_id
+    cwd = Path.cwd()
+    meta = {
+        "run_id": run_id,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "model_source": config.model,
+        "corpus": config.corpus,
+        "tokenizer": config.tokenizer,
+        "max_steps": config.max_steps,
+        "status": "created",
+        "created": time.time(),
+        "cwd": str(cwd),
+        "git_commit": git_commit(cwd),
+        "host": socket.gethostname(),
+    }
+    RunStore.create(run_dir, run_id, meta).close()
+    return _start_trainer(run_dir, resume=False, stop_at=stop_at)
+
+
+def resume_run(run: str | Path, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
+    """Start the trainer of an existing run again, from its latest checkpoint."""
+    run_dir = find_run(run, workspace)
+    status = effective_status(RunStore.open(run_dir, readonly=True).meta())
+    if status in ("created", "running", "paused"):
+        raise UserError(f"run {run_dir.name} is {status}; `smoltui watch {run_dir.name}` shows it.")
+    return _start_trainer(run_dir, resume=True, stop_at=stop_at)
+
+
+def _start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None) -> RunHandle:
+    argv = [sys.executable, "-m", "smoltui.engine.trainer", str(run_dir)]
+    if resume:
+        argv.append("--resume")
+    if stop_at is not None:
+        argv += ["--stop-at", str(stop_at)]
+    log = open(run_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child, which keeps it open
+    with log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    return RunHandle(run_dir, process)
+
+
+def attach(run: str | Path, workspace: Path | None = None) -> RunHandle:
+    """A handle on an existing run, by id, unique id prefix, "latest", or folder."""
+    return RunHandle(find_run(run, workspace))
+
+
+def list_runs(workspace: Path | None = None) -> list[RunSummary]:
+    """Every run of the workspace, newest first."""
+    root = open_workspace(workspace) / "runs"
+    return [summarize_run(run_dir) for run_dir in list_run_dirs(root.parent)] if root.is_dir() else []
+
+
+def summarize_run(run_dir: Path) -> RunSummary:
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        meta = store.meta()
+        latest = store.latest_metrics()
+    finally:
+        store.close()
+    config = meta.get("config", {})
+
+    def value(name: str) -> float | None:
+        return latest[name][1] if name in latest else None
+
+    return RunSummary(
+        run_id=meta.get("run_id", run_dir.name),
+        run_dir=run_dir,
+        status=effective_status(meta),
+        model=meta.get("model_source", config.get("model", "?")),
+        corpus=meta.get("corpus", config.get("corpus", "?")),
+        step=latest["train/loss"][0] if "train/loss" in latest else None,
+        max_steps=meta.get("max_steps"),
+        train_loss=value("train/loss"),
+        val_loss=value("val/loss"),
+        tokens_per_s=value("tokens_per_s"),
+        started=meta.get("created"),
+    )
+
+
+def find_run(run: str | Path, workspace: Path | None = None) -> Path:
+    """Resolve a run reference: a folder, an exact id, a unique id prefix, or "latest"."""
+    candidate = Path(run)
+    if candidate.is_dir() and (candidate / "run.db").exists():
+        return candidate.absolute()
+    root = open_workspace(workspace)
+    run_dirs = list_run_dirs(root)
+    if not run_dirs:
+        raise UserError(f"there are no runs in {root}; start one with `smoltui train`.")
+    reference = str(run)
+    if reference in ("latest", "last"):
+        return run_dirs[0]
+    exact = [d for d in run_dirs if d.name == reference]
+    if exact:
+        return exact[0]
+    matches = [d for d in run_dirs if d.name.startswith(reference) or d.name.endswith(reference)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UserError(f"no run {reference!r} in {root}; `smoltui runs` lists the runs.")
+    names = ", ".join(d.name for d in matches[:5])
+    raise UserError(f"{reference!r} matches several runs ({names}); give more of the id.")
+
+
+def delete_run(run: str | Path, workspace: Path | None = None) -> None:
+    run_dir = find_run(run, workspace)
+    status = effective_status(RunStore.open(run_dir, readonly=True).meta())
+    if status in ("created", "running", "paused"):
+        raise UserError(f"run {run_dir.name} is {status}; stop it first with `smoltui stop {run_dir.name}`.")
+    shutil.rmtree(run_dir)
+
+
+def new_run_id(root: Path, model: str) -> str:
+    """A readable, sortable id: date-time and the model's name, e.g. 20261121-134502-nano-char."""
+    slug = re.sub(r"[^a-z0-9]+", "-", Path(model).name.lower()).strip("-")[:24] or "model"
+    base = f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+    run_id, suffix = base, 1
+    while (root / run_id).exists():
+        suffix += 1
+        run_id = f"{base}-{suffix}"
+    return run_id
+
+
+def git_commit(folder: Path) -> str | None:
+    """The commit checked out in `folder`, with "+dirty" when it has changes; None outside a git repository."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

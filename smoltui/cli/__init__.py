@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -24,6 +24,16 @@ console = Console()
 error_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable)
+
+WorkspaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--workspace",
+        envvar="SMOLTUI_WORKSPACE",
+        help="Folder that holds runs and caches (default: ./.smoltui).",
+        show_default=False,
+    ),
+]
 
 
 def reports_user_errors(command: F) -> F:
@@ -63,5 +73,5 @@ def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# The command modules register themselves on `app`; imported last so they can import the names above.
+from smoltui.cli import inspect_commands, run_commands  # noqa: E402, F401

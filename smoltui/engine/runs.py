@@ -150,8 +150,6 @@ def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: i
         "corpus": config.corpus,
         "tokenizer": config.tokenizer,
         "max_steps": config.max_steps,
-        "status": "created",
-        "created": time.time(),
         "cwd": str(cwd),
         "git_commit": git_commit(cwd),
         "host": socket.gethostname(),
@@ -218,7 +216,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
         train_loss=value("train/loss"),
         val_loss=value("val/loss"),
         tokens_per_s=value("tokens_per_s"),
-        started=meta.get("created"),
+        started=meta.get("started_at") or meta.get("created_at"),
     )
 
 

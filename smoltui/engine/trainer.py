@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -77,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     dist = Distributed.from_environment()
     store = RunStore.open(args.run_dir, readonly=not dist.is_main)
     if dist.is_main:
-        store.set_meta(status="starting", pid=os.getpid(), host=socket.gethostname(), started=time.time())
-        store.flush()
+        store.update_status("running")  # records this process as the run's trainer
+        store.start_heartbeat(HEARTBEAT_EVERY_S)
     try:
         status = train(args.run_dir, store, dist, resume=args.resume, stop_at=args.stop_at)
     except UserError as error:
@@ -102,7 +100,6 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
     config = TrainConfig.from_dict(meta["config"])
     device = dist.device_for(resolve_device(config.device))
     precision = resolve_precision(config.precision, device)
-    heartbeat = _start_heartbeat(run_dir) if dist.is_main else None
     log = _logger(store, dist)
     workspace = run_dir.parent.parent
 
@@ -146,12 +143,9 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
 
     if checkpoint is not None:
         progress = _restore(checkpoint, optimizers, batches, scaler, dist)
-        if dist.is_main:
-            store.delete_after_step(progress.step)  # the killed run's steps beyond its checkpoint are replayed
         log("info", "resume", f"resumed from checkpoint step {progress.step}.")
     if dist.is_main:
         store.set_meta(
-            status="running",
             device=device,
             precision=precision,
             context=context,
@@ -191,12 +185,13 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
             _save(run_dir, store, dist, model, tokenizer, optimizers, batches, scaler, progress, config)
         if control.sample and dist.is_main:
             _log_sample(store, model, tokenizer, config, context, device, autocast, progress.step)
-        if dist.is_main and control.command_ids:
-            store.mark_done(control.command_ids)
+        if dist.is_main:
+            for command_id in control.command_ids:
+                store.mark_done(command_id)
         if control.stop_reason:
             final = "finished" if control.stop_reason == "time budget reached" else "stopped"
             log("info", final, f"{control.stop_reason}; checkpoint saved at step {progress.step}.")
-            _finish(store, dist, final, heartbeat)
+            _finish(store, dist, final)
             return final
         if control.pause and not _wait_while_paused(store, dist, stop_signal, log):
             continue  # a stop arrived during the pause: the next pass saves and stops
@@ -269,7 +264,7 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
             _save(run_dir, store, dist, model, tokenizer, optimizers, batches, scaler, progress, config)
 
     log("info", "finished", f"reached max_steps {config.max_steps}; final checkpoint at step {progress.step}.")
-    _finish(store, dist, "finished", heartbeat)
+    _finish(store, dist, "finished")
     return "finished"
 
 
@@ -446,8 +441,6 @@ def _recover_from_nan(run_dir, store, dist, bad_step, optimizers, batches, scale
     progress = _restore(checkpoint, optimizers, batches, scaler, dist)
     log("error", "nan", f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
         f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.")
-    if dist.is_main:
-        store.delete_after_step(checkpoint.step)
     return progress
 
 
@@ -475,8 +468,8 @@ def _wait_while_paused(store, dist, stop_signal, log) -> bool:
         control = Control(stop_reason=stop_signal.reason)
         if dist.is_main:
             _read_commands(store, control)
-            if control.command_ids:
-                store.mark_done(control.command_ids)
+            for command_id in control.command_ids:
+                store.mark_done(command_id)
         control = dist.agree(control)
         if control.stop_reason:
             stop_signal.reason = control.stop_reason
@@ -506,26 +499,9 @@ def _catch_stop_signals() -> _StopSignal:
     return caught
 
 
-def _start_heartbeat(run_dir: Path) -> threading.Event:
-    """Beat from a thread with its own connection, so a long eval or checkpoint never looks like a dead run."""
-    stopped = threading.Event()
-
-    def beat() -> None:
-        store = RunStore.open(run_dir, readonly=False)
-        while not stopped.wait(HEARTBEAT_EVERY_S):
-            store.heartbeat()
-        store.close()
-
-    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
-    return stopped
-
-
-def _finish(store, dist, status: str, heartbeat: threading.Event | None) -> None:
-    if heartbeat is not None:
-        heartbeat.set()
+def _finish(store, dist, status: str) -> None:
     if dist.is_main:
         store.update_status(status)
-        store.set_meta(ended=time.time())
         store.flush()
 
 
@@ -534,7 +510,6 @@ def _fail(store, dist, kind: str, message: str) -> None:
     if dist.is_main:
         store.log_event("error", kind, message)
         store.update_status("failed")
-        store.set_meta(ended=time.time())
         store.close()
 
 

@@ -18,9 +18,11 @@ def workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents inside it) readable by its owner only; return it."""
+    """Create `path` and any missing parents readable by their owner only; return it."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for folder in reversed(missing):
+            folder.mkdir(mode=0o700, exist_ok=True)
     except NotADirectoryError:
         raise UserError(f"{path} cannot be created because a file stands in its way; move that file.") from None
     except PermissionError:

@@ -214,7 +214,7 @@ def _load_from_hub(repo_id: str, trust_remote_code: bool) -> PreTrainedTokenizer
     if snapshot is not None:
         return _load_from_folder(snapshot, trust_remote_code)
     # huggingface_hub retries an unreachable host for ~45 s, so decide up front whether to try at all.
-    if _hub_offline() or not _hub_reachable():
+    if hub_offline() or not hub_reachable():
         raise UserError(
             f"could not reach the Hugging Face Hub for {repo_id!r}; "
             "download it where the Hub is reachable and pass the local folder instead."
@@ -261,7 +261,7 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _hub_offline() -> bool:
+def hub_offline() -> bool:
     """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, read now: huggingface_hub reads them once, at import."""
     from huggingface_hub import constants
 
@@ -269,7 +269,7 @@ def _hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or any(flag.strip().lower() in {"1", "true", "yes", "on"} for flag in flags)
 
 
-def _hub_reachable() -> bool:
+def hub_reachable() -> bool:
     """Whether a TCP connection to the Hub (or the proxy in front of it) opens within a few seconds."""
     from huggingface_hub import constants
 

@@ -1,0 +1,300 @@
+"""Model sources (preset, local folder, Hub id, registered prefixes such as run:), loading, and summaries.
+
+Every source ends as a transformers causal LM in eval mode on the chosen device, with its tokenizer: presets
+(see presets.py) get fresh weights from a seed, folders and Hub snapshots load with
+`AutoModelForCausalLM.from_pretrained` after their files are checked (see model_folders.py).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smoltui.engine.architecture import model_parts
+from smoltui.engine.device import Placement, resolve_placement
+from smoltui.engine.errors import UserError
+from smoltui.engine.model_folders import has_tokenizer_files, hub_snapshot, load_folder_model
+from smoltui.engine.presets import PRESETS, Preset, build_preset_model, preset_config, preset_names, unknown_model
+from smoltui.engine.workspace import cache_dir, workspace_path
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "PRESETS",
+    "LoadedModel",
+    "ModelSummary",
+    "ModuleRow",
+    "Preset",
+    "build_preset_model",
+    "load_model",
+    "module_table",
+    "preset_config",
+    "preset_names",
+    "register_source_resolver",
+    "resolve_tokenizer",
+    "summarize",
+]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+_RESOLVERS: dict[str, Callable[[str], Path]] = {}
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """The numbers the Model screen and `smoltui info` show."""
+
+    architecture: str  # the model's class, e.g. "LlamaForCausalLM"
+    family: str  # the config's model_type, e.g. "llama"
+    total_params: int  # unique parameters: tied embeddings count once
+    embedding_params: int  # parameters of nn.Embedding modules (tokens, positions), as transformers counts them
+    non_embedding_params: int
+    layers: int
+    heads: int
+    kv_heads: int
+    hidden: int
+    context: int | None  # maximum positions, None where the config does not say
+    vocab: int  # rows of the input embedding
+    dtype: str  # "fp32", "bf16", "fp16", or torch's name for anything else
+    device: str
+    bytes: int  # unique parameters and buffers
+
+
+@dataclass(frozen=True)
+class ModuleRow:
+    """One module of the tree: a tensor shared by two modules (tied embeddings) counts at the first one only."""
+
+    name: str  # dotted path, "" for the model itself
+    kind: str  # class name
+    own_params: int  # parameters held directly by this module
+    params: int  # own plus all descendants'
+    depth: int  # 0 for the model itself
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to use, with the tokenizer it was built or saved with."""
+
+    model: PreTrainedModel  # eval mode, on `placement`
+    tokenizer: PreTrainedTokenizerBase
+    source: str  # as the caller wrote it
+    kind: str  # "preset", "folder", "hub", or the prefix of a registered resolver such as "run"
+    placement: Placement
+    summary: ModelSummary
+    train_context: int | None = None  # a preset's default training context, else the model's positions
+
+
+def register_source_resolver(prefix: str, resolver: Callable[[str], Path]) -> None:
+    """Let `load_model("<prefix>:<rest>")` load the folder that `resolver(rest)` returns (e.g. prefix "run")."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", prefix):
+        raise ValueError(f"a source prefix is lower-case letters, digits, - and _; got {prefix!r}")
+    _RESOLVERS[prefix] = resolver
+
+
+def load_model(
+    source: str,
+    *,
+    tokenizer: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    trust_remote_code: bool = False,
+    corpus_texts: Callable[[], Iterable[str]] | None = None,
+    workspace: str | os.PathLike[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> LoadedModel:
+    """Load `source` (a preset name, a folder, a Hub id or "<prefix>:<rest>") with its tokenizer.
+
+    A preset name wins over a folder of the same name in the working directory; write "./tiny" for the folder.
+
+    `tokenizer` overrides the source's own; `corpus_texts` is what a "bpe:N" tokenizer trains on (the built-in
+    pydocs corpus when None); `overrides` changes a preset's config numbers (e.g. {"n_layer": 4, "dropout": 0}).
+    """
+    say = progress or (lambda _message: None)
+    source = source.strip()
+    if not source:
+        raise UserError(f"no model given; pass a preset ({', '.join(PRESETS)}), a folder or a Hub id.")
+    placement = resolve_placement(device, dtype)
+    prefix, colon, rest = source.partition(":")
+    if colon and prefix in _RESOLVERS:
+        kind, folder = prefix, Path(_RESOLVERS[prefix](rest))
+    elif colon and prefix == "run":
+        raise UserError(
+            "run checkpoints as model sources arrive with training runs; for now pass the checkpoint folder "
+            "itself (runs/<id>/checkpoints/step_NNNNNN)."
+        )
+    elif source in PRESETS:
+        return _load_preset(source, tokenizer, placement, seed, corpus_texts, workspace, overrides, say)
+    else:
+        kind, folder = _locate(source, trust_remote_code, say)
+    if overrides:
+        raise UserError(
+            f"overrides change a preset's architecture, and {source!r} brings its own; drop them or start "
+            "from a preset."
+        )
+    model = load_folder_model(folder, placement, trust_remote_code, say)
+    summary = summarize(model)  # first, so an architecture smoltui cannot read is refused before anything else
+    if tokenizer is None and kind == "hub" and not has_tokenizer_files(folder):
+        tokenizer = source  # the snapshot was fetched without tokenizer files; the tokenizer loader finds them
+    tok = _tokenizer(tokenizer, folder, corpus_texts, workspace, trust_remote_code, say)
+    if len(tok) > summary.vocab:
+        raise UserError(
+            f"the tokenizer has {len(tok)} tokens but the model's vocabulary has {summary.vocab}; "
+            "pass a tokenizer that matches the model."
+        )
+    return LoadedModel(model, tok, source, kind, placement, summary, summary.context)
+
+
+def _load_preset(name, tokenizer, placement, seed, corpus_texts, workspace, overrides, say) -> LoadedModel:
+    preset = PRESETS[name]
+    tok = resolve_tokenizer(tokenizer or preset.tokenizer, corpus_texts=corpus_texts, workspace=workspace, progress=say)
+    say(f"building {name} with seed {seed} on {placement.device} ({placement.dtype})")
+    model = build_preset_model(name, tok, seed=seed, overrides=overrides, placement=placement)
+    summary = summarize(model)
+    context = min(preset.train_context, summary.context or preset.train_context)
+    return LoadedModel(model, tok, name, "preset", placement, summary, context)
+
+
+def _locate(source: str, trust_remote_code: bool, say) -> tuple[str, Path]:
+    """("folder", path) for an existing path, ("hub", snapshot folder) for a Hub id; UserError otherwise."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return "folder", path
+    if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source or source.endswith("/"):
+        raise UserError(f"no such folder: {source}; check the path.")
+    looks_like_preset = difflib.get_close_matches(source.lower(), PRESETS, n=1, cutoff=0.6)
+    if not _HUB_ID.match(source) or ("/" not in source and looks_like_preset):
+        raise unknown_model(source)
+    return "hub", hub_snapshot(source, trust_remote_code, say)
+
+
+def resolve_tokenizer(
+    spec: str,
+    *,
+    corpus_texts: Callable[[], Iterable[str]] | None = None,
+    workspace: str | os.PathLike[str] | None = None,
+    trust_remote_code: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> PreTrainedTokenizerBase:
+    """`load_tokenizer(spec)`, except that a "bpe:N" is trained once per corpus and kept in the workspace cache."""
+    from smoltui.engine.tokenizers import load_tokenizer
+
+    size = spec.strip().removeprefix("bpe:").strip()
+    if not spec.strip().startswith("bpe:") or not size.isdigit():
+        return load_tokenizer(spec, corpus_texts=corpus_texts, trust_remote_code=trust_remote_code)
+    texts = list(corpus_texts()) if corpus_texts is not None else [_builtin_corpus()]
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(f"{len(text)}:".encode())
+        digest.update(text.encode("utf-8", "surrogatepass"))
+    folder = cache_dir(workspace_path(workspace), "tokenizers") / f"bpe{int(size)}-{digest.hexdigest()[:16]}"
+    if (folder / "tokenizer.json").is_file():
+        return load_tokenizer(str(folder))
+    if progress:
+        progress(f"training a byte-level BPE of {int(size)} tokens on the corpus (once; it is cached)")
+    tokenizer = load_tokenizer(spec, corpus_texts=lambda: texts)
+    # Saved beside its final name and renamed into place, so a crash never leaves half a tokenizer behind.
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    tokenizer.save_pretrained(partial)
+    try:
+        partial.rename(folder)
+    except OSError:  # another process finished the same tokenizer first; theirs is identical
+        shutil.rmtree(partial, ignore_errors=True)
+    return tokenizer
+
+
+def _builtin_corpus() -> str:
+    from smoltui.engine.data import read_corpus
+
+    return read_corpus("builtin:pydocs").text
+
+
+def _tokenizer(spec, folder, corpus_texts, workspace, trust_remote_code, say) -> PreTrainedTokenizerBase:
+    if spec is None and not has_tokenizer_files(folder):
+        raise UserError(
+            f"{folder} has no tokenizer files; pass a tokenizer (char, bpe:N, a folder or a Hub id) with --tokenizer."
+        )
+    return resolve_tokenizer(
+        spec or str(folder),
+        corpus_texts=corpus_texts,
+        workspace=workspace,
+        trust_remote_code=trust_remote_code,
+        progress=say,
+    )
+
+
+def summarize(model: PreTrainedModel) -> ModelSummary:
+    """Architecture and size of `model`; UserError for a model smoltui cannot read (see model_parts)."""
+    from torch import nn
+
+    parts = model_parts(model)
+    config = model.config.get_text_config(decoder=True)
+    params = _unique(model.parameters())
+    embedding = _unique(p for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    first = next(iter(params.values()))
+    total = sum(p.numel() for p in params.values())
+    embedding_params = sum(p.numel() for p in embedding.values())
+    heads = config.num_attention_heads
+    tensors = params | _unique(model.buffers())
+    return ModelSummary(
+        architecture=type(model).__name__,
+        family=parts.family,
+        total_params=total,
+        embedding_params=embedding_params,
+        non_embedding_params=total - embedding_params,
+        layers=len(parts.blocks),
+        heads=heads,
+        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        hidden=config.hidden_size,
+        context=getattr(config, "max_position_embeddings", None),
+        vocab=parts.embed_tokens.num_embeddings,
+        dtype=_dtype_name(first.dtype),
+        device=str(first.device),
+        bytes=sum(t.numel() * t.element_size() for t in tensors.values()),
+    )
+
+
+def module_table(model: nn.Module, max_depth: int | None = None) -> list[ModuleRow]:
+    """Every module in tree order with its own and total parameter counts; rows deeper than max_depth left out."""
+    seen: set[tuple] = set()
+    rows: list[tuple[str, str, int]] = []
+    for name, module in model.named_modules():
+        own = _unique(module.parameters(recurse=False), seen)
+        rows.append((name, type(module).__name__, sum(p.numel() for p in own.values())))
+    totals: dict[str, int] = {}
+    for name, _, own in rows:
+        steps = name.split(".") if name else []
+        for depth in range(len(steps) + 1):
+            prefix = ".".join(steps[:depth])
+            totals[prefix] = totals.get(prefix, 0) + own
+    table = [ModuleRow(name, kind, own, totals[name], name.count(".") + 1 if name else 0) for name, kind, own in rows]
+    return [row for row in table if max_depth is None or row.depth <= max_depth]
+
+
+def _unique(tensors: Iterable, seen: set | None = None) -> dict[tuple, Any]:
+    """Tensors keyed by the memory they use, so a weight shared by two modules is counted once."""
+    seen = set() if seen is None else seen
+    unique = {}
+    for tensor in tensors:
+        # Meta tensors all report address 0, and there sharing means being the same object.
+        key = ("id", id(tensor)) if tensor.is_meta else (str(tensor.device), tensor.data_ptr(), tensor.numel())
+        if key not in seen:
+            seen.add(key)
+            unique[key] = tensor
+    return unique
+
+
+def _dtype_name(dtype) -> str:
+    import torch
+
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return names.get(dtype, str(dtype).removeprefix("torch."))

@@ -30,7 +30,10 @@ def test_engine_imports_no_textual():
 
 @pytest.mark.parametrize("argv", [["--version"], ["--help"]])
 def test_cli_start_up_loads_no_heavy_module(argv):
-    code = f"import sys\nsys.argv = ['smoltui', *{argv!r}]\nfrom smoltui.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    code = (
+        f"import sys\nsys.argv = ['smoltui', *{argv!r}]\n"
+        "from smoltui.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass"
+    )
     loaded = _modules_after(code)
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
 

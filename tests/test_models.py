@@ -10,9 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from smoltui.engine import models
 from smoltui.engine.errors import UserError
-from smoltui.engine.models import load_model, module_table, register_source_resolver, summarize
+from smoltui.engine.models import load_model, module_table, summarize
 
 transformers = pytest.importorskip("transformers")
 
@@ -331,29 +330,6 @@ def test_a_hub_id_in_the_local_cache_loads_offline(saved_tiny, empty_hub_cache, 
     loaded = load_model("someone/tiny", device="cpu")
     assert loaded.kind == "hub"
     assert torch.equal(logits(loaded.model), logits(original.model))
-
-
-def test_run_sources_without_a_resolver_say_when_they_arrive(monkeypatch):
-    monkeypatch.setattr(models, "_RESOLVERS", {})
-    with pytest.raises(UserError, match="^run checkpoints as model sources arrive with training runs; ") as error:
-        load_model("run:abc123@200", device="cpu")
-    one_sentence(error)
-
-
-def test_a_registered_resolver_turns_a_source_into_a_folder(saved_tiny, monkeypatch):
-    original, folder = saved_tiny
-    monkeypatch.setattr(models, "_RESOLVERS", {})
-    asked: list[str] = []
-    register_source_resolver("run", lambda rest: asked.append(rest) or folder)
-    loaded = load_model("run:abc123@200", device="cpu")
-    assert asked == ["abc123@200"]
-    assert (loaded.kind, loaded.source) == ("run", "run:abc123@200")
-    assert torch.equal(logits(loaded.model), logits(original.model))
-
-
-def test_a_resolver_prefix_is_a_plain_word():
-    with pytest.raises(ValueError, match="source prefix"):
-        register_source_resolver("Run:", lambda rest: Path(rest))
 
 
 # ---- summaries ----------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def info(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.")] = "cpu",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp32, bf16 or fp16.")] = "auto",
-    depth: Annotated[int, typer.Option("--depth", help="How deep the module table goes.")] = 2,
+    depth: Annotated[int, typer.Option("--depth", help="How deep the module table goes.")] = 3,
     trust_remote_code: Annotated[
         bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")
     ] = False,
@@ -30,7 +30,11 @@ def info(
 
     with console.status(f"loading {source}…"):
         loaded = load_model(
-            source, tokenizer=tokenizer, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+            source,
+            tokenizer=tokenizer,
+            device=device,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
             workspace=workspace,
         )
     summary = loaded.summary

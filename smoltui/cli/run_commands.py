@@ -70,30 +70,55 @@ def train(
     from smoltui.engine.config import TrainConfig
     from smoltui.engine.runs import launch_run, resume_run
 
+    given = {
+        "model": model,
+        "corpus": corpus,
+        "tokenizer": tokenizer,
+        "context": context,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "max_steps": max_steps,
+        "time_budget_s": time_budget,
+        "lr": lr,
+        "min_lr": min_lr,
+        "warmup_steps": warmup_steps,
+        "schedule": schedule,
+        "weight_decay": weight_decay,
+        "beta1": beta1,
+        "beta2": beta2,
+        "optimizer": optimizer,
+        "grad_clip": grad_clip,
+        "dropout": dropout,
+        "precision": precision,
+        "device": device,
+        "seed": seed,
+        "batching": batching,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "sample_every": sample_every,
+        "sample_prompt": sample_prompt,
+        "sample_length": sample_length,
+        "temperature": temperature,
+        "checkpoint_every": checkpoint_every,
+        "keep_last": keep_last,
+        "hooks": hook,
+        "model_overrides": _parse_overrides(set_ or []),
+        "trust_remote_code": trust_remote_code or None,
+    }
+    given = {key: value for key, value in given.items() if value is not None and value != {}}
     if resume:
-        handle = resume_run(resume, workspace)
+        handle = resume_run(resume, workspace, changes=given)
     else:
-        given = {
-            "model": model, "corpus": corpus, "tokenizer": tokenizer, "context": context, "batch_size": batch_size,
-            "grad_accum": grad_accum, "max_steps": max_steps, "time_budget_s": time_budget, "lr": lr,
-            "min_lr": min_lr, "warmup_steps": warmup_steps, "schedule": schedule, "weight_decay": weight_decay,
-            "beta1": beta1, "beta2": beta2, "optimizer": optimizer, "grad_clip": grad_clip, "dropout": dropout,
-            "precision": precision, "device": device, "seed": seed, "batching": batching, "eval_every": eval_every,
-            "eval_batches": eval_batches, "sample_every": sample_every, "sample_prompt": sample_prompt,
-            "sample_length": sample_length, "temperature": temperature, "checkpoint_every": checkpoint_every,
-            "keep_last": keep_last, "hooks": hook, "model_overrides": _parse_overrides(set_ or []),
-            "trust_remote_code": trust_remote_code or None,
-        }
-        config = TrainConfig.from_dict({key: value for key, value in given.items() if value is not None})
-        handle = launch_run(config, workspace)
+        handle = launch_run(TrainConfig.from_dict(given), workspace)
     if detach:
         console.print(handle.run_id, highlight=False)
         return
     status = _follow(handle)
     if status == "failed":
         reason = next((e.message for e in reversed(handle.events()) if e.level == "error"), "see train.log")
-        error_console.print(f"[bold red]run {handle.run_id} failed:[/] {reason.strip().splitlines()[-1]}",
-                            highlight=False)
+        error_console.print(
+            f"[bold red]run {handle.run_id} failed:[/] {reason.strip().splitlines()[-1]}", highlight=False
+        )
         error_console.print(f"log: {handle.log_path()}", highlight=False)
         raise typer.Exit(2 if any(e.kind == "bad-config" for e in handle.events()) else 1)
 
@@ -102,12 +127,17 @@ def _follow(handle) -> str:
     """Show the run's progress until it ends; Ctrl-C asks it to stop (with a checkpoint) and waits."""
     meta = handle.meta()
     total = meta.get("max_steps") or meta.get("config", {}).get("max_steps")
-    console.print(f"run [bold]{handle.run_id}[/] · {meta.get('model_source')} on {meta.get('corpus')}",
-                  highlight=False)
+    console.print(f"run [bold]{handle.run_id}[/] · {meta.get('model_source')} on {meta.get('corpus')}", highlight=False)
     columns = (
-        TextColumn("[bold]{task.fields[status]:<8}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("val {task.fields[val]}"),
-        TextColumn("{task.fields[speed]} tok/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("[bold]{task.fields[status]:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("val {task.fields[val]}"),
+        TextColumn("{task.fields[speed]} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     seen_events = 0
     stopping = False
@@ -119,15 +149,19 @@ def _follow(handle) -> str:
                 latest = handle.latest_metrics()
                 step = latest["train/loss"][0] if "train/loss" in latest else 0
                 progress.update(
-                    task, completed=step, status="stopping" if stopping and status == "running" else status,
-                    loss=_fmt(latest.get("train/loss")), val=_fmt(latest.get("val/loss")),
+                    task,
+                    completed=step,
+                    status="stopping" if stopping and status == "running" else status,
+                    loss=_fmt(latest.get("train/loss")),
+                    val=_fmt(latest.get("val/loss")),
                     speed=_fmt(latest.get("tokens_per_s"), "{:,.0f}"),
                 )
                 for event in handle.events(seen_events):
                     seen_events = event.id
                     if event.level in ("warning", "error") or event.kind in ("nan", "resume", "paused", "stopped"):
-                        progress.console.print(f"[{event.level}] {event.message.strip().splitlines()[-1]}",
-                                               highlight=False)
+                        progress.console.print(
+                            f"[{event.level}] {event.message.strip().splitlines()[-1]}", highlight=False
+                        )
                 if status in ("finished", "stopped", "failed", "lost"):
                     break
                 time.sleep(FOLLOW_POLL_S)
@@ -136,8 +170,10 @@ def _follow(handle) -> str:
                     progress.console.print("still stopping; the run finishes its step and saves a checkpoint.")
                     continue
                 stopping = True
-                progress.console.print("stopping: the run saves a checkpoint, then ends "
-                                       f"(`smoltui train --resume {handle.run_id}` continues it).")
+                progress.console.print(
+                    "stopping: the run saves a checkpoint, then ends "
+                    f"(`smoltui train --resume {handle.run_id}` continues it)."
+                )
                 handle.stop()
     latest = handle.latest_metrics()
     console.print(
@@ -187,8 +223,13 @@ def runs(
     for summary in found:
         step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
         table.add_row(
-            summary.run_id, _status_markup(summary.status), summary.model, step,
-            _number(summary.train_loss), _number(summary.val_loss), _number(summary.tokens_per_s, "{:,.0f}"),
+            summary.run_id,
+            _status_markup(summary.status),
+            summary.model,
+            step,
+            _number(summary.train_loss),
+            _number(summary.val_loss),
+            _number(summary.tokens_per_s, "{:,.0f}"),
             _ago(summary.started),
         )
     console.print(table)

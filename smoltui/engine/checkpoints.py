@@ -3,6 +3,7 @@
 Layout under a run folder:
     checkpoints/step_000500/   model + tokenizer (save_pretrained, safetensors) and trainer_state.pt
     checkpoints/latest         the name of the newest complete checkpoint, replaced atomically
+Imports torch only to save and load trainer state, so viewers can list checkpoints cheaply.
 A checkpoint is assembled in a hidden temporary folder and renamed into place, so a kill at any instant leaves
 either the old set or the new one; leftovers of a killed write are removed on the next save or resume.
 """
@@ -14,8 +15,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from smoltui.engine.errors import UserError
 
@@ -45,6 +44,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, state: dict[str,
     temp.mkdir(mode=0o700)
     model.save_pretrained(temp, safe_serialization=True)
     tokenizer.save_pretrained(temp)
+    import torch
+
     torch.save(state, temp / STATE_FILE)
     for path in temp.iterdir():
         _fsync(path)
@@ -100,6 +101,8 @@ def find_checkpoint(run_dir: Path, step: int | None = None) -> Checkpoint:
 
 
 def load_trainer_state(checkpoint: Checkpoint) -> dict[str, Any]:
+    import torch
+
     return torch.load(checkpoint.path / STATE_FILE, map_location="cpu", weights_only=True)
 
 
@@ -125,7 +128,7 @@ def remove_partial_writes(run_dir: Path) -> None:
 
 def _write_atomically(path: Path, text: str) -> None:
     temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(temp, "w") as handle:
+    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

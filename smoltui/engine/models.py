@@ -1,4 +1,4 @@
-"""Model sources (preset, local folder, Hub id, registered prefixes such as run:), loading, and summaries.
+"""Model sources (preset, local folder, Hub id, run:<id>[@step] checkpoint), loading, and summaries.
 
 Every source ends as a transformers causal LM in eval mode on the chosen device, with its tokenizer: presets
 (see presets.py) get fresh weights from a seed, folders and Hub snapshots load with
@@ -39,13 +39,11 @@ __all__ = [
     "module_table",
     "preset_config",
     "preset_names",
-    "register_source_resolver",
     "resolve_tokenizer",
     "summarize",
 ]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-_RESOLVERS: dict[str, Callable[[str], Path]] = {}
 
 
 @dataclass(frozen=True)
@@ -92,13 +90,6 @@ class LoadedModel:
     train_context: int | None = None  # a preset's default training context, else the model's positions
 
 
-def register_source_resolver(prefix: str, resolver: Callable[[str], Path]) -> None:
-    """Let `load_model("<prefix>:<rest>")` load the folder that `resolver(rest)` returns (e.g. prefix "run")."""
-    if not re.fullmatch(r"[a-z][a-z0-9_-]*", prefix):
-        raise ValueError(f"a source prefix is lower-case letters, digits, - and _; got {prefix!r}")
-    _RESOLVERS[prefix] = resolver
-
-
 def load_model(
     source: str,
     *,
@@ -112,7 +103,7 @@ def load_model(
     overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LoadedModel:
-    """Load `source` (a preset name, a folder, a Hub id or "<prefix>:<rest>") with its tokenizer.
+    """Load `source` (a preset name, a folder, a Hub id or "run:<id>[@step]") with its tokenizer.
 
     A preset name wins over a folder of the same name in the working directory; write "./tiny" for the folder.
 
@@ -125,13 +116,10 @@ def load_model(
         raise UserError(f"no model given; pass a preset ({', '.join(PRESETS)}), a folder or a Hub id.")
     placement = resolve_placement(device, dtype)
     prefix, colon, rest = source.partition(":")
-    if colon and prefix in _RESOLVERS:
-        kind, folder = prefix, Path(_RESOLVERS[prefix](rest))
-    elif colon and prefix == "run":
-        raise UserError(
-            "run checkpoints as model sources arrive with training runs; for now pass the checkpoint folder "
-            "itself (runs/<id>/checkpoints/step_NNNNNN)."
-        )
+    if colon and prefix == "run":
+        from smoltui.engine.runs import run_checkpoint_folder
+
+        kind, folder = "run", run_checkpoint_folder(rest, workspace)
     elif source in PRESETS:
         return _load_preset(source, tokenizer, placement, seed, corpus_texts, workspace, overrides, say)
     else:

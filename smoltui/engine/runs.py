@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smoltui.engine.checkpoints import find_checkpoint
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.errors import UserError
 from smoltui.engine.runstore import RunStore, effective_status, list_run_dirs
@@ -107,11 +108,14 @@ class RunHandle:
         """Block until the run reaches a final status (or the timeout passes); return the status."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            exited = self.process is not None and self.process.poll() is not None
             status = self.status()
             if status in TERMINAL_STATUSES:
                 if self.process is not None:
                     self.process.wait()
                 return status
+            if exited:  # the trainer ended without a final status: it died before it could write one
+                return "lost"
             if deadline is not None and time.monotonic() >= deadline:
                 return status
             time.sleep(poll_s)
@@ -138,12 +142,15 @@ class RunHandle:
 
 def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
     """Create a run folder for `config` and start its trainer, detached; return a handle at once."""
+    return _start_trainer(create_run(config, workspace), resume=False, stop_at=stop_at)
+
+
+def create_run(config: TrainConfig, workspace: Path | None = None) -> Path:
+    """Make the run folder and its store, ready for a trainer (`launch_run` starts one; torchrun can too)."""
     root = runs_dir(open_workspace(workspace))
     run_id = new_run_id(root, config.model)
-    run_dir = root / run_id
     cwd = Path.cwd()
     meta = {
-        "run_id": run_id,
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
         "model_source": config.model,
@@ -152,19 +159,50 @@ def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: i
         "max_steps": config.max_steps,
         "cwd": str(cwd),
         "git_commit": git_commit(cwd),
-        "host": socket.gethostname(),
     }
-    RunStore.create(run_dir, run_id, meta).close()
-    return _start_trainer(run_dir, resume=False, stop_at=stop_at)
+    RunStore.create(root / run_id, run_id, meta).close()
+    return root / run_id
 
 
-def resume_run(run: str | Path, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
-    """Start the trainer of an existing run again, from its latest checkpoint."""
+def resume_run(
+    run: str | Path, workspace: Path | None = None, *, changes: dict[str, Any] | None = None, stop_at: int | None = None
+) -> RunHandle:
+    """Start the trainer of an existing run again, from its latest checkpoint, optionally with changed settings.
+
+    Settings that shape the optimisation (lr, max_steps, eval cadence…) may change; the model, tokenizer and
+    corpus may not, since the checkpoint was made with them.
+    """
     run_dir = find_run(run, workspace)
-    status = effective_status(RunStore.open(run_dir, readonly=True).meta())
+    store = RunStore.open(run_dir, readonly=True)
+    meta = store.meta()
+    store.close()
+    status = effective_status(meta)
     if status in ("created", "running", "paused"):
         raise UserError(f"run {run_dir.name} is {status}; `smoltui watch {run_dir.name}` shows it.")
+    if changes:
+        _change_settings(run_dir, meta, changes)
     return _start_trainer(run_dir, resume=True, stop_at=stop_at)
+
+
+FIXED_ON_RESUME = ("model", "tokenizer", "corpus", "model_overrides", "trust_remote_code")
+
+
+def _change_settings(run_dir: Path, meta: dict[str, Any], changes: dict[str, Any]) -> None:
+    old = meta["config"]
+    fixed = [key for key in FIXED_ON_RESUME if key in changes and changes[key] != old.get(key)]
+    if fixed:
+        raise UserError(
+            f"{fixed[0]} cannot change when resuming run {run_dir.name}; start a new run with "
+            f"--model run:{run_dir.name} to continue from its weights."
+        )
+    config = TrainConfig.from_dict({**old, **changes})
+    described = ", ".join(
+        f"{key} {old.get(key)!r} → {value!r}" for key, value in changes.items() if old.get(key) != value
+    )
+    with RunStore.open(run_dir, readonly=False) as store:
+        store.set_meta(config=config.to_dict(), config_hash=config.config_hash(), max_steps=config.max_steps)
+        if described:
+            store.log_event("info", "config", f"resumed with {described}.")
 
 
 def _start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None) -> RunHandle:
@@ -173,12 +211,25 @@ def _start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None) -> RunHa
         argv.append("--resume")
     if stop_at is not None:
         argv += ["--stop-at", str(stop_at)]
-    log = open(run_dir / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child, which keeps it open
-    with log:
+    with RunStore.open(run_dir, readonly=False) as store:  # viewers must not see the previous ending meanwhile
+        store.set_meta(status="created", heartbeat=time.time(), pid=None)
+    log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with open(log_fd, "ab") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "PYTHONUNBUFFERED": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "TRANSFORMERS_VERBOSITY": "error",
+            },
         )
+    with RunStore.open(run_dir, readonly=False) as store:
+        store.set_meta(pid=process.pid, host=socket.gethostname())
     return RunHandle(run_dir, process)
 
 
@@ -244,6 +295,15 @@ def find_run(run: str | Path, workspace: Path | None = None) -> Path:
     raise UserError(f"{reference!r} matches several runs ({names}); give more of the id.")
 
 
+def run_checkpoint_folder(spec: str, workspace: Path | None = None) -> Path:
+    """The folder of a run's checkpoint for a `run:<id>[@step]` model source (latest when no step is given)."""
+    reference, at, step = spec.partition("@")
+    if at and not step.isdigit():
+        raise UserError(f"run:{spec} has no step number after @; write run:<id>@<step>, e.g. run:{reference}@500.")
+    run_dir = find_run(reference or "latest", workspace)
+    return find_checkpoint(run_dir, int(step) if at else None).path
+
+
 def delete_run(run: str | Path, workspace: Path | None = None) -> None:
     run_dir = find_run(run, workspace)
     status = effective_status(RunStore.open(run_dir, readonly=True).meta())
@@ -273,7 +333,9 @@ def git_commit(folder: Path) -> str | None:
             return None
         dirty = subprocess.run(
             ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5,
+            capture_output=True,
+            text=True,
+            timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None

@@ -612,13 +612,14 @@ def effective_status(
     pid_alive: Callable[[int], bool] | None = process_alive,
     stale_after_s: float = STALE_AFTER_S,
 ) -> str:
-    """The stored status, except `lost` for a running or paused run whose trainer is gone.
+    """The stored status, except `lost` for a launched, running or paused run whose trainer is gone.
 
     Gone means: no heartbeat for `stale_after_s`, or, when the run's host is this host, its pid is not alive
     according to `pid_alive` (None skips the pid check).
     """
     status = meta.get("status", "created")
-    if status not in ("running", "paused"):
+    launched = status == "created" and meta.get("pid") is not None  # a trainer was started but has not begun
+    if status not in ("running", "paused") and not launched:
         return status
     now = time.time() if now is None else now
     last_sign = meta.get("heartbeat") or meta.get("started_at") or meta.get("created_at")

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     parser.add_argument("--stop-at", type=int, default=None, help="stop (with a checkpoint) after this step")
     args = parser.parse_args(argv)
+    _quiet_transformers()
     dist = Distributed.from_environment()
     store = RunStore.open(args.run_dir, readonly=not dist.is_main)
     if dist.is_main:
@@ -134,8 +135,10 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
     ddp_model = dist.wrap(model)
     window_class = RandomWindows if config.batching == "random" else SequentialWindows
     window_args = (tokenized.train, config.batch_size, context)
-    batches = window_class(*window_args, seed=config.seed + dist.rank) if config.batching == "random" else (
-        window_class(*window_args)
+    batches = (
+        window_class(*window_args, seed=config.seed + dist.rank)
+        if config.batching == "random"
+        else (window_class(*window_args))
     )
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     autocast = _autocast(device, precision)
@@ -157,8 +160,12 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
             started_training=time.time(),
         )
         store.flush()
-    log("info", "start", f"training {config.model} on {device} ({precision}), context {context}, "
-        f"{loaded.summary.total_params:,} parameters, {len(tokenized.train):,} training tokens.")
+    log(
+        "info",
+        "start",
+        f"training {config.model} on {device} ({precision}), context {context}, "
+        f"{loaded.summary.total_params:,} parameters, {len(tokenized.train):,} training tokens.",
+    )
 
     # ---- the loop ---------------------------------------------------------------------------------------------
     stop_signal = _catch_stop_signals()
@@ -337,7 +344,7 @@ def generate_sample(
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
     if ids.numel() == 0:
         ids = torch.tensor([[tokenizer.eos_token_id or 0]], device=device)
-    ids = ids[:, -(context - 1):]
+    ids = ids[:, -(context - 1) :]
     new_tokens = max(1, min(length, context - ids.size(1)))
     devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices), autocast:
@@ -352,29 +359,46 @@ def generate_sample(
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         )
     model.train(was_training)
-    return tokenizer.decode(out[0, ids.size(1):], skip_special_tokens=True)
+    return tokenizer.decode(out[0, ids.size(1) :], skip_special_tokens=True)
 
 
 def _log_sample(store, model, tokenizer, config, context, device, autocast, step) -> None:
     text = generate_sample(
-        model, tokenizer, config.sample_prompt, config.sample_length, config.temperature, context,
-        config.seed + step, device, autocast,
+        model,
+        tokenizer,
+        config.sample_prompt,
+        config.sample_length,
+        config.temperature,
+        context,
+        config.seed + step,
+        device,
+        autocast,
     )
     store.log_sample(step, config.sample_prompt, text)
 
 
 def _log_steps(store, dist, pending, rate: float, tokens_per_step: int, tokens_seen: int) -> int | None:
-    """Log the pending steps' numbers; return the first step whose loss or gradient is not finite, if any."""
+    """Log the pending steps' numbers; return the first step whose loss or gradient is not finite, if any.
+
+    A non-finite gradient poisons that step's update even while its loss is still finite, so it counts as bad.
+    """
     values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm, _ in pending]).tolist()
     tokens = tokens_seen - tokens_per_step * (len(pending) - 1)
     bad_step = None
     for (step, _, _, lr), (loss, norm) in zip(pending, values, strict=True):
-        if not math.isfinite(loss) and bad_step is None:
+        if not (math.isfinite(loss) and math.isfinite(norm)) and bad_step is None:
             bad_step = step
         if bad_step is None and dist.is_main:
-            store.log_metrics(step, {
-                "train/loss": loss, "lr": lr, "grad_norm": norm, "tokens_per_s": rate, "tokens_seen": tokens,
-            })
+            store.log_metrics(
+                step,
+                {
+                    "train/loss": loss,
+                    "lr": lr,
+                    "grad_norm": norm,
+                    "tokens_per_s": rate,
+                    "tokens_seen": tokens,
+                },
+            )
         tokens += tokens_per_step
     return dist.agree_on_step(bad_step)
 
@@ -439,8 +463,12 @@ def _recover_from_nan(run_dir, store, dist, bad_step, optimizers, batches, scale
     weights = type(model).from_pretrained(checkpoint.path, dtype=torch.float32).state_dict()
     model.load_state_dict(weights, strict=False)
     progress = _restore(checkpoint, optimizers, batches, scaler, dist)
-    log("error", "nan", f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
-        f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.")
+    log(
+        "error",
+        "nan",
+        f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
+        f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.",
+    )
     return progress
 
 
@@ -520,6 +548,14 @@ def _logger(store, dist):
             print(f"[{kind}] {message}", flush=True)
 
     return log
+
+
+def _quiet_transformers() -> None:
+    """train.log is for the run's own story: no download bars or advice meant for notebooks."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def _autocast(device: str, precision: str):

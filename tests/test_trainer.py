@@ -31,7 +31,7 @@ def corpus(tmp_path) -> Path:
 
 
 def tiny_config(corpus: Path, **changes) -> TrainConfig:
-    values = dict(
+    base = TrainConfig(
         model="tiny",
         corpus=str(corpus),
         context=32,
@@ -46,7 +46,7 @@ def tiny_config(corpus: Path, **changes) -> TrainConfig:
         checkpoint_every=10,
         dropout=0.1,
     )
-    return TrainConfig(**{**values, **changes})
+    return base.replace(**changes)
 
 
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
@@ -165,7 +165,7 @@ def test_kill_9_at_random_moments_then_resume_from_the_last_complete_checkpoint(
     rng = random.Random(1)
     handle = launch_run(tiny_config(corpus, max_steps=100_000, checkpoint_every=1, keep_last=2), workspace)
     for attempt in range(4):
-        wait_for(lambda: checkpoints.latest_checkpoint(handle.run_dir), what="a first checkpoint")
+        wait_for(lambda run=handle: checkpoints.latest_checkpoint(run.run_dir), what="a first checkpoint")
         time.sleep(rng.uniform(0.0, 0.6))
         os.kill(handle.process.pid, signal.SIGKILL)
         handle.process.wait()
@@ -174,7 +174,8 @@ def test_kill_9_at_random_moments_then_resume_from_the_last_complete_checkpoint(
         state = checkpoints.load_trainer_state(latest)  # whole and loadable
         assert state["step"] == latest.step
         handle = resume_run(handle.run_id, workspace)
-        wait_for(lambda: last_step(handle) > latest.step, what=f"progress after resume {attempt}")
+        after = latest.step
+        wait_for(lambda run=handle: last_step(run) > after, what=f"progress after resume {attempt}")
     handle.stop()
     assert handle.wait(timeout=60) == "stopped"
     resumes = [event for event in handle.events() if event.kind == "resume"]

@@ -175,7 +175,7 @@ def test_kill_9_at_random_moments_then_resume_from_the_last_complete_checkpoint(
         assert state["step"] == latest.step
         handle = resume_run(handle.run_id, workspace)
         after = latest.step
-        wait_for(lambda run=handle: last_step(run) > after, what=f"progress after resume {attempt}")
+        wait_for(lambda run=handle, after=after: last_step(run) > after, what=f"progress after resume {attempt}")
     handle.stop()
     assert handle.wait(timeout=60) == "stopped"
     resumes = [event for event in handle.events() if event.kind == "resume"]

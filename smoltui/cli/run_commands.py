@@ -219,7 +219,10 @@ def runs(
     if not found:
         console.print("no runs yet; start one with `smoltui train` (or `smoltui demo`).")
         return
-    table = Table("run", "status", "model", "step", "train loss", "val loss", "tok/s", "started", box=None)
+    table = Table(box=None)
+    table.add_column("run", no_wrap=True, min_width=max(len(summary.run_id) for summary in found))
+    for name in ("status", "model", "step", "train loss", "val loss", "tok/s", "started"):
+        table.add_column(name, overflow="fold")
     for summary in found:
         step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
         table.add_row(

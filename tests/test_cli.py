@@ -133,7 +133,7 @@ def _write(path, data: bytes):
 
 def test_train_detach_then_runs_stop_and_export(tmp_path, workspace):
     corpus = tmp_path / "words.txt"
-    corpus.write_text(("the cat sat on the mat and the dog ran far away\n" * 400))
+    corpus.write_text("the cat sat on the mat and the dog ran far away\n" * 400)
     common = ["--workspace", str(workspace)]
     started = run(
         "train",

@@ -243,8 +243,13 @@ def test_two_cpu_ranks_under_torchrun(workspace, corpus):
         "smoltui.engine.trainer",
         str(run_dir),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout + result.stderr
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks share this group
+    assert process.returncode == 0, output.decode()
     handle = attach(run_dir)
     assert handle.status() == "finished"
     assert handle.meta()["world_size"] == 2

@@ -14,7 +14,7 @@ import pytest
 
 from smoltui.engine import checkpoints
 from smoltui.engine.config import TrainConfig
-from smoltui.engine.runs import attach, create_run, launch_run, list_runs, resume_run
+from smoltui.engine.runs import attach, create_run, launch_run, list_runs, resume_run, start_trainer
 from smoltui.engine.runstore import RunStore
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven small models learn to spell every word".split()
@@ -205,7 +205,7 @@ def test_a_corpus_shorter_than_the_context_fails_the_run_with_one_sentence(works
     assert "shorter --context" in error.message and "Traceback" not in error.message
 
 
-def test_a_crash_records_the_traceback(workspace, corpus):
+def test_an_unknown_setting_in_the_store_fails_the_run_with_one_sentence(workspace, corpus):
     run_dir = create_run(tiny_config(corpus), workspace)
     with RunStore.open(run_dir, readonly=False) as store:
         store.set_meta(config={"model": "tiny", "corpus": str(corpus), "unknown_knob": 1})
@@ -214,6 +214,18 @@ def test_a_crash_records_the_traceback(workspace, corpus):
     handle = attach(run_dir)
     assert handle.status() == "failed"
     assert "unknown training setting 'unknown_knob'" in handle.events()[-1].message
+
+
+def test_a_crash_fails_the_run_with_its_traceback_in_events_and_log(workspace, corpus):
+    run_dir = create_run(tiny_config(corpus, max_steps=3, checkpoint_every=2), workspace)
+    (run_dir / "checkpoints").write_text("a file where the checkpoint folder should be")
+    handle = start_trainer(run_dir, resume=False)
+    assert handle.wait(timeout=120) == "failed"
+    crash = handle.events()[-1]
+    assert crash.level == "error" and crash.kind == "crash"
+    assert crash.message.startswith("Traceback") and "save_checkpoint" in crash.message
+    assert "Traceback" in handle.log_path().read_text()
+    assert handle.process.returncode == 1
 
 
 def test_a_checkpoint_is_a_model_source(workspace, corpus):

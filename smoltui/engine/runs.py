@@ -22,7 +22,8 @@ from typing import Any
 from smoltui.engine.checkpoints import find_checkpoint
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.errors import UserError
-from smoltui.engine.runstore import RunStore, effective_status, list_run_dirs
+from smoltui.engine.run_status import effective_status
+from smoltui.engine.runstore import RunStore, list_run_dirs
 from smoltui.engine.workspace import open_workspace, runs_dir
 
 TERMINAL_STATUSES = ("finished", "stopped", "failed", "lost")
@@ -142,7 +143,7 @@ class RunHandle:
 
 def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
     """Create a run folder for `config` and start its trainer, detached; return a handle at once."""
-    return _start_trainer(create_run(config, workspace), resume=False, stop_at=stop_at)
+    return start_trainer(create_run(config, workspace), resume=False, stop_at=stop_at)
 
 
 def create_run(config: TrainConfig, workspace: Path | None = None) -> Path:
@@ -181,7 +182,7 @@ def resume_run(
         raise UserError(f"run {run_dir.name} is {status}; `smoltui watch {run_dir.name}` shows it.")
     if changes:
         _change_settings(run_dir, meta, changes)
-    return _start_trainer(run_dir, resume=True, stop_at=stop_at)
+    return start_trainer(run_dir, resume=True, stop_at=stop_at)
 
 
 FIXED_ON_RESUME = ("model", "tokenizer", "corpus", "model_overrides", "trust_remote_code")
@@ -205,7 +206,8 @@ def _change_settings(run_dir: Path, meta: dict[str, Any], changes: dict[str, Any
             store.log_event("info", "config", f"resumed with {described}.")
 
 
-def _start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None) -> RunHandle:
+def start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None = None) -> RunHandle:
+    """Start the trainer process of a created run in its own session, logging to train.log; return at once."""
     argv = [sys.executable, "-m", "smoltui.engine.trainer", str(run_dir)]
     if resume:
         argv.append("--resume")

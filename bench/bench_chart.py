@@ -16,7 +16,8 @@ from collections.abc import Callable
 import numpy as np
 from textual.app import App, ComposeResult
 
-from smoltui.widgets.line_chart import LineChart, ema_debiased
+from smoltui.widgets.chart_data import ema_debiased
+from smoltui.widgets.line_chart import LineChart
 
 WIDTH, HEIGHT = 120, 30
 RUNS = 15

@@ -19,8 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from smoltui.engine.batches import RandomWindows
 from smoltui.engine.config import TrainConfig
-from smoltui.engine.data import RandomWindows, read_corpus, tokenize_corpus
+from smoltui.engine.data import read_corpus, tokenize_corpus
 from smoltui.engine.models import load_model
 from smoltui.engine.optim import build_optimizers, learning_rate, set_learning_rate
 from smoltui.engine.runs import launch_run
@@ -74,8 +75,16 @@ def main() -> None:
     args = parser.parse_args()
     corpus = str(SHAKESPEARE) if SHAKESPEARE.exists() else "builtin:pydocs"
     config = TrainConfig(
-        model=args.model, corpus=corpus, context=256, batch_size=16, max_steps=args.steps, warmup_steps=5,
-        eval_every=10 * args.steps, sample_every=0, checkpoint_every=10 * args.steps, precision=args.precision,
+        model=args.model,
+        corpus=corpus,
+        context=256,
+        batch_size=16,
+        max_steps=args.steps,
+        warmup_steps=5,
+        eval_every=10 * args.steps,
+        sample_every=0,
+        checkpoint_every=10 * args.steps,
+        precision=args.precision,
         device="cpu",
     )
     with tempfile.TemporaryDirectory() as folder:
@@ -85,8 +94,10 @@ def main() -> None:
             bare = max(bare, bare_loop_tokens_per_s(config, workspace, args.steps))
             run = max(run, run_tokens_per_s(config, workspace))
     ratio = run / bare
-    print(f"model {args.model}, batch {config.batch_size} x context {config.context}, {args.precision}, "
-          f"{args.steps} steps, best of {args.repeats}, {torch.get_num_threads()} threads")
+    print(
+        f"model {args.model}, batch {config.batch_size} x context {config.context}, {args.precision}, "
+        f"{args.steps} steps, best of {args.repeats}, {torch.get_num_threads()} threads"
+    )
     print(f"bare PyTorch loop   {bare:10,.0f} tokens/s  (reference)")
     print(f"smoltui run         {run:10,.0f} tokens/s  ratio {ratio:.3f}  {'ok' if ratio >= 0.97 else 'BELOW 0.97'}")
 

@@ -1,8 +1,7 @@
-"""The run database: round trips, batching, downsampling, commands, liveness, crash safety, export."""
+"""The run database: round trips, batching, downsampling, commands, the heartbeat, crash safety, listing."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -20,14 +19,8 @@ import pytest
 
 from smoltui.engine import runstore
 from smoltui.engine.errors import UserError
-from smoltui.engine.runstore import (
-    BLOCK_ROWS,
-    RunStore,
-    effective_status,
-    export_metrics,
-    list_run_dirs,
-    process_alive,
-)
+from smoltui.engine.metric_blocks import BLOCK_ROWS
+from smoltui.engine.runstore import RunStore, list_run_dirs
 
 
 @pytest.fixture
@@ -439,46 +432,7 @@ def test_a_writer_killed_mid_stream_leaves_every_flushed_batch_intact(run_dir):
     assert summarised == [(name, len(steps[name])) for name in ("a", "b", "c")]  # blocks agree with the rows
 
 
-# -- liveness ---------------------------------------------------------------------------------------------
-
-
-def test_a_run_is_lost_when_its_heartbeat_is_stale():
-    meta = {"status": "running", "heartbeat": 1000.0, "host": "elsewhere", "pid": 1}
-    assert effective_status(meta, now=1010.0) == "running"
-    assert effective_status(meta, now=1016.0) == "lost"
-    assert effective_status(meta, now=1030.0, stale_after_s=60) == "running"
-    assert effective_status({**meta, "status": "paused"}, now=1100.0) == "lost"
-    assert effective_status({**meta, "status": "finished"}, now=9999.0) == "finished"
-    assert effective_status({"status": "running", "started_at": 1000.0}, now=1020.0) == "lost"
-    assert effective_status({}, now=0) == "created"
-
-
-def test_a_run_is_lost_when_its_pid_is_gone_on_this_host():
-    here = {"status": "running", "heartbeat": 1000.0, "host": socket.gethostname(), "pid": 4242}
-    assert effective_status(here, now=1001.0, pid_alive=lambda pid: False) == "lost"
-    assert effective_status(here, now=1001.0, pid_alive=lambda pid: True) == "running"
-    assert effective_status(here, now=1001.0, pid_alive=None) == "running"
-    elsewhere = {**here, "host": "another-box"}  # its pid means nothing here
-    assert effective_status(elsewhere, now=1001.0, pid_alive=lambda pid: False) == "running"
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    assert process_alive(os.getpid()) and not process_alive(child.pid) and not process_alive(0)
-    assert effective_status({**here, "pid": child.pid}, now=1001.0) == "lost"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are told apart through /proc")
-def test_an_unreaped_dead_child_counts_as_gone():
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child.pid}/stat").exists() and time.monotonic() < deadline:
-        if Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            break
-        time.sleep(0.01)
-    try:
-        assert not process_alive(child.pid)
-    finally:
-        child.wait()
+# -- heartbeat --------------------------------------------------------------------------------------------
 
 
 def test_the_heartbeat_thread_keeps_a_busy_trainer_alive(writer, run_dir):
@@ -495,7 +449,7 @@ def test_the_heartbeat_thread_keeps_a_busy_trainer_alive(writer, run_dir):
     assert reader.meta()["heartbeat"] == stopped
 
 
-# -- files, errors, listing, export ------------------------------------------------------------------------
+# -- files, errors, listing --------------------------------------------------------------------------------
 
 
 def test_the_run_folder_and_database_are_owner_only(writer, run_dir):
@@ -533,56 +487,13 @@ def test_list_run_dirs_lists_runs_newest_first(workspace):
     assert [d.name for d in list_run_dirs(workspace)] == ["a-new", "b-old"]
 
 
-@pytest.fixture
-def exported_store(writer, run_dir):
-    writer.log_metrics(0, {"train/loss": 4.0, "lr": 0.0})
-    writer.log_metrics(1, {"train/loss": 3.5, "lr": 1e-4})
-    writer.log_metrics(2, {"train/loss": math.nan, "lr": 2e-4, "val/loss": 3.75})
-    writer.flush()
-    return RunStore.open(run_dir)
-
-
-def test_export_wide_csv_has_one_row_per_step_and_one_column_per_metric(exported_store):
-    out = io.StringIO()
-    export_metrics(exported_store, "csv", out)
-    lines = out.getvalue().splitlines()
-    assert lines[0] == "step,time,lr,train/loss,val/loss"
-    cells = [line.split(",") for line in lines[1:]]
-    assert [(c[0], c[2], c[3], c[4]) for c in cells] == [
-        ("0", "0.0", "4.0", ""),
-        ("1", "0.0001", "3.5", ""),
-        ("2", "0.0002", "nan", "3.75"),
-    ]
-    assert all(float(c[1]) > 1e9 for c in cells)
-
-
-def test_export_long_csv_and_jsonl(exported_store):
-    out = io.StringIO()
-    export_metrics(exported_store, "csv", out, layout="long")
-    lines = out.getvalue().splitlines()
-    assert lines[0] == "step,name,value,time" and len(lines) == 1 + 7
-    assert lines[1].startswith("0,lr,0.0,")
-
-    out = io.StringIO()
-    export_metrics(exported_store, "jsonl", out)
-    rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert [{k: v for k, v in r.items() if k != "time"} for r in rows] == [
-        {"step": 0, "lr": 0.0, "train/loss": 4.0},
-        {"step": 1, "lr": 1e-4, "train/loss": 3.5},
-        {"step": 2, "lr": 2e-4, "train/loss": None, "val/loss": 3.75},
-    ]
-
-    out = io.StringIO()
-    export_metrics(exported_store, "jsonl", out, layout="long")
-    rows = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert rows[-1]["step"] == 2 and {r["name"] for r in rows} == {"lr", "train/loss", "val/loss"}
-    with pytest.raises(UserError, match="use csv or jsonl"):
-        export_metrics(exported_store, "xlsx", io.StringIO())
-
-
 def test_the_run_store_loads_neither_torch_nor_textual():
+    code = (
+        "import json, sys, smoltui.engine.runstore, smoltui.engine.metrics_export\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", "import json, sys, smoltui.engine.runstore; print(json.dumps(sorted(sys.modules)))"],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,

@@ -75,7 +75,8 @@ def corpus(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Count a corpus: characters, tokens, and the train/validation split (tokens cached for training)."""
-    from smoltui.engine.data import check_fits_context, read_corpus, tokenize_corpus
+    from smoltui.engine.batches import check_fits_context
+    from smoltui.engine.data import read_corpus, tokenize_corpus
     from smoltui.engine.tokenizers import load_tokenizer
     from smoltui.engine.workspace import cache_dir, open_workspace
 

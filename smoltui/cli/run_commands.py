@@ -298,8 +298,8 @@ def export_metrics(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Write a run's metrics as CSV (one column per metric) or JSON lines."""
+    from smoltui.engine.metrics_export import export_metrics as write_metrics
     from smoltui.engine.runs import attach
-    from smoltui.engine.runstore import export_metrics as write_metrics
 
     if format not in ("csv", "jsonl"):
         raise UserError(f"--format {format!r} is not csv or jsonl; pass --format csv or --format jsonl.")

@@ -1,28 +1,22 @@
-"""Corpora: text sources read from one string, token ids cached as memmaps, train/val splits and batches."""
+"""Corpora: text sources read from one string, token ids cached as memmaps, and train/val splits."""
 
 from __future__ import annotations
 
-import ast
-import gc
 import hashlib
 import json
-import os
-import sys
-import sysconfig
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from smoltui.engine.errors import UserError
+from smoltui.engine.pydocs import pydocs_documents
 from smoltui.engine.tokenizers import encode_char_ids, is_char_tokenizer, split_at_newlines, tokenizer_fingerprint
-from smoltui.engine.workspace import ensure_private_dir
+from smoltui.engine.workspace import ensure_private_dir, write_atomically
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedTokenizerBase
 
 TEXT_SUFFIXES = (".txt", ".md")
@@ -30,10 +24,6 @@ JSONL_SUFFIX = ".jsonl"
 DOCUMENT_SEPARATOR = "\n\n"
 BUILTIN_PYDOCS = "builtin:pydocs"
 VAL_FRACTION = 0.05
-# Standard-library parts left out of builtin:pydocs: jokes, GUI toolkits, scripts and test suites (whose files
-# include deliberately broken Python).
-_PYDOCS_SKIPPED = {"__main__", "antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"}
-_PYDOCS_SKIPPED_FOLDERS = {"test", "tests", "idle_test"}
 _SNIFF_BYTES = 1 << 16
 _MAX_CONTROL_RATIO = 0.1  # more control bytes than this in the first 64 KiB means "not text"
 # Control bytes that text does not hold; tab, newlines, form feed and ESC (coloured logs) are left out.
@@ -67,7 +57,7 @@ def read_corpus(source: str, *, cache_dir: Path | None = None) -> Corpus:
     if source.startswith("builtin:"):
         if source != BUILTIN_PYDOCS:
             raise UserError(f"unknown built-in corpus {source!r}; the built-in corpus is {BUILTIN_PYDOCS}.")
-        return _corpus(source, _pydocs_documents(cache_dir), [])
+        return _corpus(source, pydocs_documents(cache_dir), [])
     path = Path(source).expanduser()
     if path.is_dir():
         files = sorted(
@@ -152,67 +142,6 @@ def _jsonl_documents(file: Path, text: str) -> list[str]:
     return documents
 
 
-def _pydocs_documents(cache_dir: Path | None) -> list[str]:
-    """One document per standard-library module: its docstrings and those of its classes and functions."""
-    key = hashlib.sha256(f"{_CACHE_FORMAT}|{sys.version}|{sysconfig.get_paths()['stdlib']}".encode()).hexdigest()
-    cached = cache_dir / f"pydocs-{key[:16]}.json" if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        return json.loads(cached.read_text(encoding="utf-8"))
-    # Parsing makes millions of short-lived AST nodes (no reference cycles); with torch loaded, the full
-    # collections they trigger scan all of torch's objects too and triple the time.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        documents = [document for module, file in _stdlib_sources() if (document := _module_docs(module, file))]
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    if cached is not None:
-        ensure_private_dir(cached.parent)
-        _write_atomically(cached, lambda out: out.write(json.dumps(documents).encode("utf-8")))
-    return documents
-
-
-def _module_docs(module: str, file: Path) -> str:
-    try:
-        tree = ast.parse(file.read_bytes())
-    except (SyntaxError, ValueError):  # a stray unparsable file must not take the built-in corpus down
-        return ""
-    sections = [f"module {module}\n\n{doc}"] if (doc := ast.get_docstring(tree)) else []
-    for header, node in _definitions(tree.body, module):
-        if doc := ast.get_docstring(node):
-            sections.append(f"{header}\n" + "\n".join(f"    {line}".rstrip() for line in doc.splitlines()))
-    return "\n\n".join(sections)
-
-
-def _stdlib_sources() -> Iterator[tuple[str, Path]]:
-    """(module name, source file) for the pure-Python standard library, in a fixed order."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    for name in sorted(sys.stdlib_module_names - _PYDOCS_SKIPPED):
-        if (root / f"{name}.py").is_file():
-            yield name, root / f"{name}.py"
-        elif (root / name).is_dir():
-            for file in sorted((root / name).rglob("*.py")):
-                parts = file.relative_to(root).with_suffix("").parts
-                if not _PYDOCS_SKIPPED_FOLDERS & set(parts):
-                    yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), file
-
-
-def _definitions(body: list[ast.stmt], prefix: str) -> Iterator[tuple[str, ast.AST]]:
-    """Public classes, functions and methods (not functions nested in functions), with a header line each."""
-    for node in body:
-        if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) or (
-            node.name.startswith("_") and not node.name.endswith("__")  # private helpers, but keep __init__ & co
-        ):
-            continue
-        if isinstance(node, ast.ClassDef):
-            bases = f"({', '.join(ast.unparse(base) for base in node.bases)})" if node.bases else ""
-            yield f"class {prefix}.{node.name}{bases}", node
-            yield from _definitions(node.body, f"{prefix}.{node.name}")
-        else:
-            yield f"def {prefix}.{node.name}({ast.unparse(node.args)})", node
-
-
 @dataclass(frozen=True)
 class TokenizedCorpus:
     """A corpus as token ids (a read-only memmap of the cache file), split into train and a validation tail."""
@@ -272,9 +201,9 @@ def tokenize_corpus(
             "source": corpus.source,
             "corpus": corpus.fingerprint,
         }
-        _write_atomically(cache_path, ids.tofile)
+        write_atomically(cache_path, ids.tofile)
         # The sidecar goes last: it is what marks the .bin as complete.
-        _write_atomically(sidecar, lambda out: out.write(json.dumps(meta, indent=1).encode()))
+        write_atomically(sidecar, lambda out: out.write(json.dumps(meta, indent=1).encode()))
     ids = np.memmap(cache_path, dtype=dtype, mode="r")
     return TokenizedCorpus(ids, meta["chars"], meta["vocab_size"], cache_path, hit, val_fraction)
 
@@ -330,125 +259,3 @@ def _encode_pieces(tokenizer: PreTrainedTokenizerBase, pieces: list[str]) -> lis
     if tokenizer.is_fast:  # the Rust backend directly: half the time of the Python wrapper, no length warnings
         return [encoding.ids for encoding in tokenizer.backend_tokenizer.encode_batch_fast(pieces, False)]
     return tokenizer(pieces, add_special_tokens=False, verbose=False)["input_ids"]
-
-
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            write(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def check_fits_context(tokenized: TokenizedCorpus, context: int) -> None:
-    """Refuse a corpus whose train or validation split cannot hold one window of `context` tokens plus one."""
-    _require_window(len(tokenized.train), context, "the training split")
-    if tokenized.val_fraction > 0:
-        _require_window(len(tokenized.val), context, "the validation split")
-
-
-def _require_window(n_tokens: int, context: int, what: str) -> None:
-    if n_tokens < context + 1:
-        raise UserError(
-            f"{what} has {n_tokens} tokens, but one context window of {context} needs {context + 1}; "
-            "use a longer corpus or a shorter --context."
-        )
-
-
-def _batch_from_starts(ids: np.ndarray, starts: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and next-token targets, each (B, T) int64 on the CPU, from one fancy-indexed read of `ids`."""
-    import torch
-
-    windows = ids[starts[:, None] + np.arange(context + 1)]  # (B, T + 1)
-    return torch.from_numpy(windows[:, :-1].astype(np.int64)), torch.from_numpy(windows[:, 1:].astype(np.int64))
-
-
-class RandomWindows:
-    """Batches of windows at random offsets (nanoGPT's get_batch), reproducible from `seed` and resumable."""
-
-    def __init__(self, ids: np.ndarray, batch_size: int, context: int, seed: int) -> None:
-        import torch
-
-        _require_positive(batch_size=batch_size, context=context)
-        _require_window(len(ids), context, "the token array")
-        self.ids, self.batch_size, self.context = np.asarray(ids), batch_size, context
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> RandomWindows:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.next_batch()
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
-
-        starts = torch.randint(len(self.ids) - self.context, (self.batch_size,), generator=self.generator)
-        return _batch_from_starts(self.ids, starts.numpy(), self.context)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"tokens": len(self.ids), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _require_same_tokens(state, len(self.ids))
-        self.generator.set_state(state["generator"])
-
-
-class SequentialWindows:
-    """Batches of non-overlapping windows in order, wrapping to the start at the end (counted in `epoch`)."""
-
-    def __init__(self, ids: np.ndarray, batch_size: int, context: int) -> None:
-        _require_positive(batch_size=batch_size, context=context)
-        _require_window(len(ids), context, "the token array")
-        self.ids, self.batch_size, self.context = np.asarray(ids), batch_size, context
-        self.n_windows = (len(ids) - 1) // context
-        self.position = 0  # index of the next window
-        self.epoch = 0
-
-    def __iter__(self) -> SequentialWindows:
-        return self
-
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.next_batch()
-
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        served = self.epoch * self.n_windows + self.position
-        windows = (served + np.arange(self.batch_size)) % self.n_windows
-        self.epoch, self.position = divmod(served + self.batch_size, self.n_windows)
-        return _batch_from_starts(self.ids, windows * self.context, self.context)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"tokens": len(self.ids), "position": self.position, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _require_same_tokens(state, len(self.ids))
-        self.position, self.epoch = int(state["position"]), int(state["epoch"])
-
-
-def evaluation_batches(ids: np.ndarray, batch_size: int, context: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every non-overlapping window of `ids` once, in order; the last batch may be smaller."""
-    _require_positive(batch_size=batch_size, context=context)
-    ids = np.asarray(ids)
-    starts = np.arange((len(ids) - 1) // context) * context
-    for first in range(0, len(starts), batch_size):
-        yield _batch_from_starts(ids, starts[first : first + batch_size], context)
-
-
-def _require_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise UserError(f"{name.replace('_', ' ')} must be at least 1, got {value}; pass a positive number.")
-
-
-def _require_same_tokens(state: dict[str, Any], n_tokens: int) -> None:
-    if state["tokens"] != n_tokens:
-        raise UserError(
-            f"the saved batch position is for {state['tokens']} tokens but this corpus has {n_tokens}; "
-            "resume with the same corpus and tokenizer."
-        )

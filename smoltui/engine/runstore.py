@@ -3,6 +3,7 @@
 SQLite in WAL mode, so readers never block the writer and a kill at any instant loses at most the batch that
 was being buffered. The trainer's logging calls only append to memory; `flush()` writes everything in one
 transaction, by itself at least once a second, at once for warnings, errors and status changes, and on close.
+Whether a run's trainer is still alive is judged in run_status; metrics_export writes the metrics out.
 
 Schema (version 1, also in `PRAGMA user_version`):
 - `meta(key, value)`: JSON values (config, run_id, status, heartbeat, pid, host, created_at, ...).
@@ -10,17 +11,14 @@ Schema (version 1, also in `PRAGMA user_version`):
   (name_id, step): one value per metric and step (logging a step again replaces it, as a resumed run does).
   NaN is stored as NULL and read back as NaN. The view `metrics_named(step, name, value, time)` serves
   ad-hoc SQL.
-- `metric_blocks(name_id, block, ...)`: min, max, sum and count of each run of `block_steps` steps (about
-  BLOCK_ROWS points at the spacing of the metric's first two steps), refreshed at each flush, so that
-  downsampling a long series reads blocks instead of every point.
+- `metric_blocks(name_id, block, ...)`: min, max, sum and count of each run of `block_steps` steps, refreshed
+  at each flush, so that downsampling a long series reads blocks instead of every point (see metric_blocks).
 - `samples`, `events`, and `commands` (the only table that viewers write).
 """
 
 from __future__ import annotations
 
-import csv
 import heapq
-import itertools
 import json
 import math
 import operator
@@ -29,20 +27,21 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple
 
 from smoltui.engine.errors import UserError
+from smoltui.engine.metric_blocks import downsample, refresh_blocks
+from smoltui.engine.run_status import effective_status
 from smoltui.engine.workspace import ensure_private_dir
 
 SCHEMA_VERSION = 1
 DB_NAME = "run.db"
-BLOCK_ROWS = 64  # ~sqrt(1M points / 200 buckets): balances block rows read against raw rows at bucket edges
 STATUSES = ("created", "running", "paused", "finished", "stopped", "failed", "lost")
 COMMAND_KINDS = ("pause", "resume", "stop", "checkpoint", "sample")
 EVENT_LEVELS = ("debug", "info", "warning", "error")
-STALE_AFTER_S = 15.0
 BUSY_TIMEOUT_S = 5.0
 _OPEN_RETRY_S = 1.0
 _ENDED = ("finished", "stopped", "failed")
@@ -70,37 +69,6 @@ CREATE TABLE commands (
 );
 CREATE INDEX commands_pending ON commands (id) WHERE done = 0;
 PRAGMA user_version = {SCHEMA_VERSION};
-"""
-
-_REFRESH_BLOCK = """
-INSERT OR REPLACE INTO metric_blocks
-SELECT name_id, ?2, min(step), max(step), min(value), max(value), sum(value), count(value)
-FROM metrics WHERE name_id = ?1 AND step BETWEEN ?2 * ?3 AND ?2 * ?3 + ?3 - 1
-GROUP BY name_id
-"""
-
-# Buckets are equal step ranges from :start. Blocks that lie inside one bucket contribute their summary; the
-# few blocks that straddle a bucket edge or the range ends (:edges) contribute their raw rows.
-_DOWNSAMPLE = """
-WITH parts (bucket, first_step, last_step, lo, hi, total, n) AS (
-    SELECT (first_step - :start) / :width, first_step, last_step, min, max, sum, count
-    FROM metric_blocks
-    WHERE name_id = :id AND block BETWEEN :first_block AND :last_block
-      AND block NOT IN (SELECT value FROM json_each(:edges))
-    UNION ALL
-    SELECT (m.step - :start) / :width, m.step, m.step, m.value, m.value, m.value, m.value IS NOT NULL
-    FROM json_each(:edges) AS e CROSS JOIN metrics AS m  -- CROSS JOIN keeps the edge list as the outer loop
-      ON m.name_id = :id
-     AND m.step BETWEEN max(:start, e.value * :block_steps) AND min(:end, e.value * :block_steps + :block_steps - 1)
-),
-buckets AS (
-    SELECT min(first_step) AS first_step, max(last_step) AS last_step, min(lo) AS lo, max(hi) AS hi,
-           sum(total) / sum(n) AS mean
-    FROM parts GROUP BY bucket
-)
-SELECT b.first_step, b.last_step, b.lo, b.hi, b.mean, m.value
-FROM buckets AS b JOIN metrics AS m ON m.name_id = :id AND m.step = b.last_step
-ORDER BY b.first_step
 """
 
 
@@ -328,7 +296,7 @@ class RunStore:
         """Write the heartbeat every `interval_s` from a daemon thread with its own connection.
 
         This keeps a run from looking lost while one step, an evaluation or a checkpoint takes longer than
-        STALE_AFTER_S; the thread dies with the process, so a killed trainer still goes stale.
+        run_status.STALE_AFTER_S; the thread dies with the process, so a killed trainer still goes stale.
         """
         if self._heartbeat_thread is not None:
             return
@@ -385,9 +353,8 @@ class RunStore:
     def _write_metric_rows(self, rows: list[tuple[str, int, float, float]]) -> dict[str, tuple[int, int]]:
         """Insert metric rows and refresh the blocks they touch, inside the flush transaction.
 
-        A metric's block size is fixed when its second step arrives: BLOCK_ROWS points at the spacing of its
-        first two steps (a metric logged every 10 steps gets 640-step blocks), so downsampling stays fast
-        whatever the logging interval. Returns the (id, block_steps) to cache once the transaction commits.
+        Returns the (id, block_steps) of the metrics whose block size is fixed, to cache once the transaction
+        commits.
         """
         conn = self._conn
         known = dict(self._metrics)
@@ -398,24 +365,7 @@ class RunStore:
             "INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?)",
             [(known[name][0], step, value, t) for name, step, value, t in rows],
         )
-        touched = set()
-        for name, (name_id, block_steps) in known.items():
-            if block_steps is None:
-                first_two = conn.execute(
-                    "SELECT step FROM metrics WHERE name_id = ? ORDER BY step LIMIT 2", (name_id,)
-                ).fetchall()
-                if len(first_two) < 2:
-                    continue
-                block_steps = BLOCK_ROWS * (first_two[1][0] - first_two[0][0])
-                conn.execute("UPDATE metric_names SET block_steps = ? WHERE id = ?", (block_steps, name_id))
-                known[name] = (name_id, block_steps)
-                steps = conn.execute("SELECT step FROM metrics WHERE name_id = ?", (name_id,))  # this batch + 1 step
-                touched.update((name_id, step // block_steps, block_steps) for (step,) in steps)
-        for name, step, _, _ in rows:
-            name_id, block_steps = known[name]
-            if block_steps is not None:
-                touched.add((name_id, step // block_steps, block_steps))
-        conn.executemany(_REFRESH_BLOCK, touched)
+        known = refresh_blocks(conn, known, rows)
         return {name: entry for name, entry in known.items() if entry[1] is not None}
 
     # -- readers ------------------------------------------------------------------------------------------
@@ -423,6 +373,16 @@ class RunStore:
     def _query(self, sql: str, params: Any = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read one snapshot of the database in the queries inside, so that they agree with each other."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
 
     def _metric(self, name: str) -> tuple[int, int | None] | None:
         """(id, block_steps) of a metric (block_steps None while it has one step), or None if never logged."""
@@ -481,54 +441,33 @@ class RunStore:
         """At most `points` buckets of equal step ranges over the series between start_step and end_step.
 
         The buckets split the steps that hold data inside the window; empty buckets are left out. min and max
-        keep spikes visible at any zoom. Reads block summaries plus the raw rows of blocks cut by a bucket
-        edge: about length / BLOCK_ROWS + points x BLOCK_ROWS rows instead of every point.
+        keep spikes visible at any zoom. Reads block summaries instead of every point (see metric_blocks).
         """
         if points < 1:
             raise ValueError("points must be at least 1")
-        with self._lock:
-            self._conn.execute("BEGIN")  # one snapshot, so the block size, the bounds and the blocks agree
-            try:
-                rows = self._downsample(name, points, start_step, end_step)
-            finally:
-                self._conn.execute("COMMIT")
+        lo = _STEP_MIN if start_step is None else start_step
+        hi = -_STEP_MIN - 1 if end_step is None else end_step
+        with self.snapshot():  # so the block size, the bounds and the blocks agree
+            known = self._metric(name)
+            rows = [] if known is None else downsample(self._conn, *known, points, lo, hi)
         return [
             Bucket(first, last, _nan(mn), _nan(mx), _nan(mean), _nan(value))
             for first, last, mn, mx, mean, value in rows
         ]
 
-    def _downsample(self, name: str, points: int, start_step: int | None, end_step: int | None) -> list[tuple]:
-        known = self._metric(name)
-        if known is None:
-            return []
-        name_id, block_steps = known
-        block_steps = block_steps or BLOCK_ROWS  # None: a single step so far, and no blocks
-        lo = _STEP_MIN if start_step is None else start_step
-        hi = -_STEP_MIN - 1 if end_step is None else end_step
-        ((start, end),) = self._query(
-            "SELECT (SELECT min(step) FROM metrics WHERE name_id = ?1 AND step BETWEEN ?2 AND ?3),"
-            " (SELECT max(step) FROM metrics WHERE name_id = ?1 AND step BETWEEN ?2 AND ?3)",
-            (name_id, lo, hi),
-        )
-        if start is None:
-            return []
-        width = -(-(end - start + 1) // points)
-        count = -(-(end - start + 1) // width)
-        edges = {start // block_steps, end // block_steps}
-        edges.update((start + k * width) // block_steps for k in range(1, count))
-        return self._query(
-            _DOWNSAMPLE,
-            {
-                "id": name_id,
-                "start": start,
-                "end": end,
-                "width": width,
-                "edges": json.dumps(sorted(edges)),
-                "block_steps": block_steps,
-                "first_block": start // block_steps,
-                "last_block": end // block_steps,
-            },
-        )
+    def metric_points_by_step(self, names: Sequence[str]) -> Iterator[tuple[int, int, float | None, float]]:
+        """(step, index in `names`, value, time) of every point of `names`, in step order; NaN reads as None.
+
+        Streams a merge of one index scan per metric (no sort of the whole table), so iterate it inside
+        `snapshot()`.
+        """
+        scans = [
+            self._conn.execute(
+                "SELECT step, ?, value, time FROM metrics WHERE name_id = ? ORDER BY step", (index, self._name_id(name))
+            )
+            for index, name in enumerate(names)
+        ]
+        return heapq.merge(*scans)
 
     def samples(self, after_id: int = 0) -> list[Sample]:
         return [
@@ -584,54 +523,7 @@ class RunStore:
             self._conn.execute("UPDATE commands SET done = 1, done_time = ? WHERE id = ?", (time.time(), command_id))
 
 
-# -- liveness ---------------------------------------------------------------------------------------------
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` exists on this host and is not a zombie (a dead child nobody reaped yet)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there; trust the heartbeat instead
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
-def effective_status(
-    meta: Mapping[str, Any],
-    now: float | None = None,
-    pid_alive: Callable[[int], bool] | None = process_alive,
-    stale_after_s: float = STALE_AFTER_S,
-) -> str:
-    """The stored status, except `lost` for a launched, running or paused run whose trainer is gone.
-
-    Gone means: no heartbeat for `stale_after_s`, or, when the run's host is this host, its pid is not alive
-    according to `pid_alive` (None skips the pid check).
-    """
-    status = meta.get("status", "created")
-    launched = status == "created" and meta.get("pid") is not None  # a trainer was started but has not begun
-    if status not in ("running", "paused") and not launched:
-        return status
-    now = time.time() if now is None else now
-    last_sign = meta.get("heartbeat") or meta.get("started_at") or meta.get("created_at")
-    if last_sign is None or now - last_sign > stale_after_s:
-        return "lost"
-    pid = meta.get("pid")
-    if pid_alive is not None and pid is not None and meta.get("host") == socket.gethostname() and not pid_alive(pid):
-        return "lost"
-    return status
-
-
-# -- listing and export -----------------------------------------------------------------------------------
+# -- listing ----------------------------------------------------------------------------------------------
 
 
 def list_run_dirs(workspace: str | os.PathLike[str]) -> list[Path]:
@@ -653,51 +545,3 @@ def list_run_dirs(workspace: str | os.PathLike[str]) -> list[Path]:
 
     found = [d for d in runs.iterdir() if (d / DB_NAME).is_file()]
     return sorted(found, key=lambda d: (created(d), d.name), reverse=True)
-
-
-def _export_records(store: RunStore, names: list[str], wide: bool) -> Iterator[dict[str, Any]]:
-    """The export's rows in step order, merging one index scan per metric (no sort of the whole table)."""
-    scans = [
-        store._conn.execute(
-            "SELECT step, ?, value, time FROM metrics WHERE name_id = ? ORDER BY step", (index, store._name_id(name))
-        )
-        for index, name in enumerate(names)
-    ]
-    for step, group in itertools.groupby(heapq.merge(*scans), key=lambda row: row[0]):
-        cells = [(names[index], _nan(value), t) for _, index, value, t in group]
-        if wide:
-            record = {"step": step, "time": min(t for _, _, t in cells)}
-            record.update((name, value) for name, value, _ in cells)
-            yield record
-        else:
-            yield from ({"step": step, "name": name, "value": value, "time": t} for name, value, t in cells)
-
-
-def export_metrics(store: RunStore, fmt: str, out: TextIO, layout: str = "wide") -> None:
-    """Write every metric of `store` to `out` as "csv" or "jsonl", in step order.
-
-    layout "wide" (default, what a spreadsheet or `pandas.read_csv` expects): one row per step with columns
-    step, time (when the step was logged) and one column per metric, empty where a metric was not logged.
-    layout "long": one row per (step, name, value, time). NaN is written as `nan` in CSV; NaN and
-    infinities as null in JSONL, which has no spelling for them.
-    """
-    if fmt not in ("csv", "jsonl"):
-        raise UserError(f"unknown export format {fmt!r}; use csv or jsonl.")
-    if layout not in ("wide", "long"):
-        raise UserError(f"unknown export layout {layout!r}; use wide or long.")
-    wide = layout == "wide"
-    with store._lock:
-        store._conn.execute("BEGIN")  # one snapshot for every metric
-        try:
-            names = store.metric_names()
-            records = _export_records(store, names, wide)
-            if fmt == "csv":
-                writer = csv.DictWriter(out, ["step", "time", *names] if wide else ["step", "name", "value", "time"])
-                writer.writeheader()
-                writer.writerows(records)
-            else:
-                for record in records:
-                    finite = {k: v if isinstance(v, str) or math.isfinite(v) else None for k, v in record.items()}
-                    out.write(json.dumps(finite) + "\n")
-        finally:
-            store._conn.execute("COMMIT")

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from smoltui.engine import checkpoints
 from smoltui.engine.architecture import model_parts
+from smoltui.engine.batches import RandomWindows, SequentialWindows, check_fits_context
 from smoltui.engine.config import TrainConfig
-from smoltui.engine.data import RandomWindows, SequentialWindows, check_fits_context, read_corpus, tokenize_corpus
+from smoltui.engine.data import read_corpus, tokenize_corpus
 from smoltui.engine.device import resolve_device
 from smoltui.engine.distributed import Distributed
 from smoltui.engine.errors import UserError

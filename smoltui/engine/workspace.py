@@ -1,9 +1,12 @@
-"""The workspace folder (`./.smoltui/` by default): runs, caches and the session's state live under it."""
+"""The workspace folder (`./.smoltui/` by default) holding runs, caches and session state, and atomic writes into it."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from smoltui.engine.errors import UserError
 
@@ -44,3 +47,17 @@ def runs_dir(workspace: Path) -> Path:
 def cache_dir(workspace: Path, kind: str) -> Path:
     """A cache folder under the workspace, e.g. cache_dir(ws, "tokens")."""
     return ensure_private_dir(workspace / "cache" / kind)
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write through a temporary file in the same folder, fsync, then rename: readers see all or nothing."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from smoltui.engine.errors import UserError
+from smoltui.engine.workspace import fsync_dir, write_atomically
 
 STATE_FILE = "trainer_state.pt"
 LATEST_FILE = "latest"
@@ -53,8 +54,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, state: dict[str,
     if final.exists():  # saved again at the same step (e.g. "checkpoint now" right after a periodic save)
         shutil.rmtree(final)
     os.replace(temp, final)
-    _fsync(root)
-    _write_atomically(root / LATEST_FILE, name)
+    fsync_dir(root)
+    write_atomically(root / LATEST_FILE, lambda out: out.write(name.encode()))
     return Checkpoint(step, final)
 
 
@@ -122,23 +123,15 @@ def remove_partial_writes(run_dir: Path) -> None:
     if root.is_dir():
         for path in root.glob(f"{_TEMP_PREFIX}*"):
             shutil.rmtree(path, ignore_errors=True)
-        for path in root.glob(f"{LATEST_FILE}.*.tmp"):
+        for path in root.glob(f".{LATEST_FILE}.*.tmp"):
             path.unlink(missing_ok=True)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    _fsync(path.parent)
-
-
 def _fsync(path: Path) -> None:
-    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
-    descriptor = os.open(path, flags)
+    if path.is_dir():
+        fsync_dir(path)
+        return
+    descriptor = os.open(path, os.O_RDONLY)
     try:
         os.fsync(descriptor)
     finally:

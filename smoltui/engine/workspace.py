@@ -58,6 +58,15 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, path)
+        fsync_dir(path.parent)  # the rename itself must reach the disk before the write counts as done
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

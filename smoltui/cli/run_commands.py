@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
@@ -125,6 +124,15 @@ def train(
 
 def _follow(handle) -> str:
     """Show the run's progress until it ends; Ctrl-C asks it to stop (with a checkpoint) and waits."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     meta = handle.meta()
     total = meta.get("max_steps") or meta.get("config", {}).get("max_steps")
     console.print(f"run [bold]{handle.run_id}[/] · {meta.get('model_source')} on {meta.get('corpus')}", highlight=False)

@@ -73,13 +73,17 @@ def write_run(workspace):
     """Write a run straight into the workspace's store, without a trainer: fixed id, times and metrics.
 
     `write_run("20300101-000000-tiny", status="finished", losses=[4.0, 3.0])` returns the run folder. A
-    "running" run gets this process as its trainer and a fresh heartbeat, so it reads as alive.
+    "running" or "paused" run gets a sleeping stand-in process as its trainer (in its own session, so the
+    workspace fixture's kill_trainers may kill its group) and a fresh heartbeat, so it reads as alive.
     """
-    import os
     import socket
+    import subprocess
+    import sys
     import time
 
     from smoltui.engine.runstore import RunStore
+
+    stand_ins: list[subprocess.Popen] = []
 
     def write(
         run_id: str,
@@ -101,13 +105,22 @@ def write_run(workspace):
             if val_loss is not None:
                 store.log_metrics(len(losses), {"val/loss": val_loss})
             store.set_meta(created_at=started, started_at=started)
-            alive = {"pid": os.getpid(), "host": socket.gethostname(), "heartbeat": time.time()}
-            store.set_meta(status=status, **(alive if status in ("running", "paused") else {}))
+            alive = {}
+            if status in ("running", "paused"):
+                stand_in = subprocess.Popen(
+                    [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+                )
+                stand_ins.append(stand_in)
+                alive = {"pid": stand_in.pid, "host": socket.gethostname(), "heartbeat": time.time()}
+            store.set_meta(status=status, **alive)
         finally:
             store.close()
         return run_dir
 
-    return write
+    yield write
+    for stand_in in stand_ins:
+        stand_in.kill()
+        stand_in.wait()
 
 
 @pytest.fixture

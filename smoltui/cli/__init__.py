@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -63,10 +65,22 @@ def root(
         bool,
         typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
     ] = False,
+    workspace: WorkspaceOption = None,
 ) -> None:
-    """A keyboard-driven terminal workbench for small language models."""
-    if ctx.invoked_subcommand is None:
+    """A keyboard-driven terminal workbench for small language models. Without a command: the dashboard."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not _can_show_dashboard():
         console.print(ctx.get_help())
+        return
+    from smoltui.cli.ui_commands import open_dashboard
+
+    open_dashboard(workspace)
+
+
+def _can_show_dashboard() -> bool:
+    """A terminal on both ends, or textual-serve's web driver (which talks through pipes)."""
+    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stdout.isatty())
 
 
 def main() -> None:
@@ -74,4 +88,4 @@ def main() -> None:
 
 
 # The command modules register themselves on `app`; imported last so they can import the names above.
-from smoltui.cli import inspect_commands, run_commands  # noqa: E402, F401
+from smoltui.cli import inspect_commands, run_commands, ui_commands  # noqa: E402, F401

@@ -1,0 +1,319 @@
+"""The dashboard's speed in a real terminal (tmux), each figure beside a reference measured in the same run:
+
+1. first frame of `smoltui` (no command) from launch, against `python -c "import textual"`; and whether torch
+   was imported by then (target < 1 s, no torch);
+2. key-press repaint latency (a mode key until the new screen shows) while a run trains on every core, against
+   the same keys in a minimal Textual app with two modes (a label, a one-row table) on the same machine, and
+   tmux's own echo of `cat`, the floor of the measurement (target p95 < 100 ms);
+3. what watching costs a run: tokens/s of the demo config with one `smoltui watch` attached, against the same
+   config headless, back to back (target >= 0.95x); and, since other load on the machine moves that ratio by
+   more than the watcher does, the share of the cores the watcher used, which bounds its cost.
+
+Run: uv run python bench/bench_ui.py [--quick]   (needs tmux; prints, never asserts)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+SMOLTUI = Path(sys.executable).parent / "smoltui"
+WIDTH, HEIGHT = 120, 40
+
+
+class Tmux:
+    """A private tmux server; a sleeping session keeps it up, so killing the last measured session never
+    leaves the next one racing a server that is shutting down."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.socket = f"smoltui-bench-{uuid.uuid4().hex[:8]}"
+        self.env = env
+        self.start("keep-alive", "sleep 86400")
+
+    def run(self, *args: str, check: bool = False) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, env=self.env, check=check
+        ).stdout
+
+    def start(self, name: str, command: str) -> None:
+        self.run("new-session", "-d", "-s", name, "-x", str(WIDTH), "-y", str(HEIGHT), command, check=True)
+
+    def screen(self, name: str) -> str:
+        return self.run("capture-pane", "-p", "-t", name)
+
+    def wait_for(self, name: str, text: str, present: bool = True, timeout: float = 60.0) -> float:
+        """Poll the pane until `text` appears (or disappears); return the time.perf_counter() it was seen."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if (text in self.screen(name)) == present:
+                return time.perf_counter()
+        raise TimeoutError(f"{text!r} {'never appeared' if present else 'never went'} in {timeout:.0f} s")
+
+    def kill_session(self, name: str) -> None:
+        self.run("kill-session", "-t", name)
+
+    def kill(self) -> None:
+        self.run("kill-server")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# ---- 1. first frame ----------------------------------------------------------------------------------------
+
+
+def first_frame(tmux: Tmux, workspace: Path, runs: int) -> None:
+    reference = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import textual.app"], check=True)
+        reference.append(time.perf_counter() - start)
+    frames, torch_seen = [], []
+    for index in range(runs):
+        probe = workspace / f"modules-{index}.txt"
+        name = f"first-{index}"
+        command = f"SMOLTUI_FIRST_FRAME_PROBE={probe} {SMOLTUI} --workspace {workspace}"
+        start = time.perf_counter()
+        tmux.start(name, command)
+        seen = tmux.wait_for(name, "Quick actions")
+        frames.append(seen - start)
+        deadline = time.time() + 10
+        while not probe.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        modules = probe.read_text().split() if probe.exists() else []
+        torch_seen.append(any(m == "torch" or m.startswith("torch.") for m in modules))
+        tmux.kill_session(name)
+    ref, took = statistics.median(reference), statistics.median(frames)
+    verdict = "ok" if took < 1.0 and not any(torch_seen) else "OVER the 1 s target or torch imported"
+    print(
+        f"python -c 'import textual.app'   {ref * 1000:7.0f} ms  (reference, median of {runs}; "
+        f"fastest {min(reference) * 1000:.0f} ms)"
+    )
+    print(
+        f"smoltui first frame              {took * 1000:7.0f} ms  {took / ref:4.1f}x reference  "
+        f"(fastest {min(frames) * 1000:.0f} ms)  torch imported by then: {'yes' if any(torch_seen) else 'no'}  "
+        f"{verdict}"
+    )
+
+
+# ---- 2. key-press latency ------------------------------------------------------------------------------------
+
+
+def echo_latency(tmux: Tmux, samples: int) -> list[float]:
+    tmux.start("echo", "cat")
+    time.sleep(0.3)
+    latencies = []
+    for index in range(samples):
+        mark = f"x{index}y"
+        start = time.perf_counter()
+        tmux.run("send-keys", "-t", "echo", "-l", mark)
+        latencies.append(tmux.wait_for("echo", mark, timeout=10) - start)
+        tmux.run("send-keys", "-t", "echo", "Enter")
+    tmux.kill_session("echo")
+    return latencies
+
+
+MINIMAL_APP = """
+from textual.app import App
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label
+
+class Home(Screen):
+    def compose(self):
+        yield Label("Quick actions")
+        yield Footer()
+
+class Runs(Screen):
+    def compose(self):
+        table = DataTable()
+        table.add_columns("run", "train loss")
+        table.add_row("x", "1.0")
+        yield table
+        yield Footer()
+
+class Minimal(App):
+    MODES = {"home": Home, "runs": Runs}
+    DEFAULT_MODE = "home"
+    BINDINGS = [("1", "switch_mode('home')", "Home"), ("4", "switch_mode('runs')", "Runs")]
+
+Minimal().run()
+"""
+
+
+def minimal_latency(tmux: Tmux, folder: Path, samples: int) -> list[float]:
+    """The same two keys in the smallest Textual app that has two modes: what Textual costs on this machine."""
+    script = folder / "minimal_app.py"
+    script.write_text(MINIMAL_APP)
+    tmux.start("minimal", f"{sys.executable} {script}")
+    tmux.wait_for("minimal", "Quick actions")
+    time.sleep(1)
+    latencies = []
+    for _ in range(samples):
+        for key, text in (("4", "train loss"), ("1", "Quick actions")):
+            start = time.perf_counter()
+            tmux.run("send-keys", "-t", "minimal", key)
+            latencies.append(tmux.wait_for("minimal", text, timeout=10) - start)
+            time.sleep(0.05)
+    tmux.kill_session("minimal")
+    return latencies
+
+
+def key_latency(tmux: Tmux, workspace: Path, samples: int, train_screen: bool) -> dict[str, list[float]]:
+    """Mode keys until the screen they open shows; the run training meanwhile keeps both cores busy."""
+    tmux.start("ui", f"{SMOLTUI} --workspace {workspace}")
+    tmux.wait_for("ui", "Quick actions")
+    time.sleep(2)  # let the first lists and the header's pulse settle
+    hops = [("4", "train loss", True, "Home → Runs"), ("1", "Quick actions", True, "Runs → Home")]
+    if train_screen:
+        hops += [("3", "Quick actions", False, "Home → Train"), ("1", "Quick actions", True, "Train → Home")]
+    results: dict[str, list[float]] = {label: [] for *_, label in hops}
+    for _ in range(samples):
+        for key, text, present, label in hops:
+            start = time.perf_counter()
+            tmux.run("send-keys", "-t", "ui", key)
+            results[label].append(tmux.wait_for("ui", text, present, timeout=10) - start)
+            time.sleep(0.05)
+    tmux.kill_session("ui")
+    return results
+
+
+# ---- 3. what watching costs ------------------------------------------------------------------------------------
+
+
+def process_tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by `root_pid` and its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    tree, total = {root_pid}, 0.0
+    for _ in range(8):  # a few levels: shell, uv, python
+        tree |= {pid for pid, (parent, _) in stats.items() if parent in tree}
+    for pid in tree:
+        total += stats.get(pid, (0, 0.0))[1]
+    return total
+
+
+def steady_tokens_per_s(workspace: Path, run_id: str) -> float:
+    from smoltui.engine.runs import attach
+
+    handle = attach(run_id, workspace)
+    values = [value for _, value in handle.metrics_since("tokens_per_s")]
+    handle.close()
+    steady = values[len(values) // 5 :] or values
+    return statistics.median(steady)
+
+
+def train(workspace: Path, budget_s: float) -> str:
+    from smoltui.cli.ui_commands import DEMO_SETTINGS
+    from smoltui.engine.config import TrainConfig
+    from smoltui.engine.runs import launch_run
+
+    settings = {**DEMO_SETTINGS, "time_budget_s": budget_s, "sample_every": 0, "checkpoint_every": 100_000}
+    handle = launch_run(TrainConfig(**settings), workspace)
+    return handle.run_id
+
+
+def wait_ended(workspace: Path, run_id: str) -> None:
+    from smoltui.engine.runs import attach
+
+    handle = attach(run_id, workspace)
+    handle.wait(timeout=600)
+    handle.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer samples and shorter runs")
+    args = parser.parse_args()
+    if shutil.which("tmux") is None:
+        sys.exit("bench_ui needs tmux")
+    runs, samples, budget, rounds = (3, 10, 25.0, 1) if args.quick else (7, 30, 45.0, 2)
+    from smoltui.app import train_screen_available
+
+    with tempfile.TemporaryDirectory(prefix="smoltui-bench-") as folder:
+        workspace = Path(folder) / "ws"
+        env = {**os.environ, "SMOLTUI_WORKSPACE": str(workspace), "TERM": "xterm-256color"}
+        env.pop("TMUX", None)
+        tmux = Tmux(env)
+        try:
+            print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
+            first_frame(tmux, workspace, runs)
+
+            echo = echo_latency(tmux, samples)
+            run_id = train(workspace, 120.0)
+            time.sleep(15)  # the trainer imports torch and starts stepping
+            on_train = train_screen_available()
+            minimal = minimal_latency(tmux, Path(folder), samples)
+            latencies = key_latency(tmux, workspace, samples, on_train)
+            wait_ended(workspace, run_id)
+            print(
+                f"tmux echo of `cat`               p50 {statistics.median(echo) * 1000:5.0f} ms  "
+                f"p95 {percentile(echo, 0.95) * 1000:5.0f} ms  (floor of the measurement)"
+            )
+            minimal_p95 = percentile(minimal, 0.95)
+            print(
+                f"minimal Textual app, 2 modes     p50 {statistics.median(minimal) * 1000:5.0f} ms  "
+                f"p95 {minimal_p95 * 1000:5.0f} ms  (reference, a run training)"
+            )
+            for label, values in latencies.items():
+                p95 = percentile(values, 0.95)
+                verdict = "ok" if p95 < 0.1 else "OVER the 100 ms target"
+                print(
+                    f"key {label:<16}             p50 {statistics.median(values) * 1000:5.0f} ms  "
+                    f"p95 {p95 * 1000:5.0f} ms  {p95 / minimal_p95:4.1f}x reference  "
+                    f"({len(values)} presses, a run training)  {verdict}"
+                )
+            if not on_train:
+                print("  (the Train screen is not in this build: measured on Home and Runs only)")
+
+            alone, watched, shares = [], [], []
+            for _ in range(rounds):  # alternated, so a change in the machine's other load hits both sides
+                headless = train(workspace, budget)
+                wait_ended(workspace, headless)
+                alone.append(steady_tokens_per_s(workspace, headless))
+                run = train(workspace, budget)
+                tmux.start("watch", f"{SMOLTUI} watch {run} --workspace {workspace}")
+                watcher = int(tmux.run("list-panes", "-t", "watch", "-F", "#{pane_pid}").split()[0])
+                time.sleep(10)  # past the watcher's start-up and the trainer's
+                cpu_start, wall_start = process_tree_cpu_s(watcher), time.perf_counter()
+                wait_ended(workspace, run)
+                cpu = process_tree_cpu_s(watcher) - cpu_start
+                shares.append(cpu / (time.perf_counter() - wall_start) / os.cpu_count())
+                tmux.kill_session("watch")
+                watched.append(steady_tokens_per_s(workspace, run))
+            ratio = statistics.mean(watched) / statistics.mean(alone)
+            verdict = "ok" if ratio >= 0.95 else "UNDER the 0.95x target"
+            spread = (max(alone) - min(alone)) / statistics.mean(alone)
+            print(
+                f"demo run headless                {statistics.mean(alone):7.0f} tokens/s  (reference, mean of "
+                f"{rounds}; they differ by {spread * 100:.1f} %)"
+            )
+            print(
+                f"demo run with a watch attached   {statistics.mean(watched):7.0f} tokens/s  {ratio:4.2f}x reference  "
+                f"{verdict}"
+            )
+            share = statistics.mean(shares)
+            print(f"the watcher's share of the {os.cpu_count()} cores  {share * 100:5.1f} %")
+            print(f"machine load average {os.getloadavg()[0]:.1f} at the end")
+        finally:
+            tmux.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""SmolApp: the dashboard. One mode per screen on the number keys, global keys, the command palette, and the
+header's pulse of the run that is training.
+
+Nothing here imports torch: the first frame paints at once, and models load inside the Model screen's worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, get_current_worker
+
+from smoltui.engine.errors import UserError
+from smoltui.engine.workspace import workspace_path
+from smoltui.messages import RunPulse
+from smoltui.screens.base import ACTIVE_STATUSES, TABS
+from smoltui.screens.help import HelpScreen, declared_bindings
+from smoltui.screens.home import HomeScreen
+from smoltui.screens.model import ModelScreen
+from smoltui.screens.runs import RunsScreen
+
+TRAIN_MODULE = "smoltui.screens.train"
+MOUNT_WAIT_S = 5.0  # how long a call waits for the Train screen to finish mounting
+PULSE_S = 1.0  # the header's numbers are read once a second (the Train screen polls at refresh_fps)
+RESCAN_EVERY_S = 5.0  # how often the header looks for a newer active run; the tracked run is read every frame
+
+
+def train_screen_available() -> bool:
+    return importlib.util.find_spec(TRAIN_MODULE) is not None
+
+
+def _train_screen() -> Screen:
+    """The Train screen, imported on first use: it brings the chart widget (and numpy) with it."""
+    from smoltui.screens.train import TrainScreen
+
+    return TrainScreen()
+
+
+def _modes() -> dict[str, Callable[[], Screen]]:
+    modes: dict[str, Callable[[], Screen]] = {"home": HomeScreen, "model": ModelScreen, "runs": RunsScreen}
+    if train_screen_available():
+        modes["train"] = _train_screen
+    return {mode: modes[mode] for mode in TABS if mode in modes}
+
+
+class SmolApp(App[None]):
+    """The smoltui dashboard over one workspace."""
+
+    TITLE = "smoltui"
+    CSS_PATH = "smoltui.tcss"
+    MODES = _modes()
+    DEFAULT_MODE = "home"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(str(number), f"go('{mode}')", title, show=False, tooltip=f"Show the {title} screen.")
+            for number, (mode, title) in enumerate(TABS.items(), start=1)
+        ),
+        Binding("question_mark", "help", "Keys", key_display="?", tooltip="List every key of every screen."),
+        Binding("q", "quit", "Quit", tooltip="Leave smoltui; runs keep training."),
+    ]
+
+    session_model = reactive(None, always_update=True)  # the LoadedModel of the Model screen, or None
+    pulse: reactive[RunPulse | None] = reactive(None)
+
+    def __init__(
+        self,
+        workspace: str | os.PathLike[str] | None = None,
+        *,
+        read_only: bool = False,
+        refresh_fps: float = 4.0,
+        start_mode: str = "home",
+        start_run: str | None = None,
+        start_overlay: Sequence[str] = (),
+        device: str = "auto",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if start_mode not in self.MODES:
+            raise ValueError(f"unknown start mode {start_mode!r}; modes: {', '.join(self.MODES)}")
+        self.DEFAULT_MODE = start_mode  # read by App.__init__: the first screen built is the start screen
+        super().__init__()
+        self.workspace: Path = workspace_path(workspace)
+        self.read_only = read_only
+        self.refresh_fps = max(0.1, float(refresh_fps))
+        self.start_mode = start_mode
+        self.start_run = start_run
+        self.start_overlay = tuple(start_overlay)
+        self.device = device
+        self.clock = clock
+        self.recent_sources: list[str] = []  # models loaded this session, newest first (the Model input suggests them)
+        self._pulse_worker: Worker | None = None
+        self._pulse_reader = PulseReader(self.workspace, start_run)
+
+    # -- modes ---------------------------------------------------------------------------------------------
+
+    def mode_available(self, mode: str) -> bool:
+        return mode in self.MODES
+
+    def action_go(self, mode: str) -> None:
+        if mode == "train" and not self.mode_available("train"):
+            self.notify("the Train screen is not part of this build.", severity="warning")
+            return
+        self.switch_mode(mode)
+
+    def open_run(self, run_ref: str, overlay: Sequence[str] = ()) -> None:
+        """Show a run's dashboard on the Train screen, with other runs' curves overlaid."""
+        if not self.mode_available("train"):
+            self.notify(f"the Train screen is not part of this build; `smoltui runs` lists {run_ref}.")
+            return
+        overlay = tuple(overlay)
+        self._on_train_screen(lambda screen: screen.show_run(run_ref, overlay))
+
+    def open_train_form(self) -> None:
+        if not self.mode_available("train"):
+            self.notify("the Train screen is not part of this build; `smoltui train` starts a run.")
+            return
+        self._on_train_screen(lambda screen: screen.show_form())
+
+    def _on_train_screen(self, call: Callable[[Screen], None]) -> None:
+        """Switch to the Train screen and `call` it once it is mounted (the first switch builds it)."""
+        self.switch_mode("train")
+        screen = self.screen
+        if screen.is_mounted:
+            call(screen)
+            return
+
+        async def when_mounted() -> None:
+            deadline = time.monotonic() + MOUNT_WAIT_S
+            while not screen.is_mounted and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            call(screen)
+
+        self.run_worker(when_mounted(), group="train-screen", exit_on_error=False)
+
+    def open_model(self, *, new: bool) -> None:
+        """The Model screen with its input focused: a preset to build (`new`) or any source to load."""
+        self.switch_mode("model")
+        self.screen.begin(new=new)  # type: ignore[attr-defined]
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    # -- start and quit ------------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.start_run is not None and self.start_mode == "train":
+            self.open_run(self.start_run, self.start_overlay)
+        self.set_interval(max(PULSE_S, 1 / self.refresh_fps), self._poll_pulse, name="pulse")
+        self.call_after_refresh(self._poll_pulse)  # after the first frame: its thread would compete with it
+        if probe := os.environ.get("SMOLTUI_FIRST_FRAME_PROBE"):  # bench_ui: which modules the first frame needed
+            self.call_after_refresh(_write_module_probe, Path(probe))
+
+    def on_unmount(self) -> None:
+        if self._pulse_worker is None or self._pulse_worker.is_finished:
+            self._pulse_reader.close()
+
+    async def action_quit(self) -> None:
+        self.exit(message=quit_message(active_runs(self.workspace)))
+
+    # -- the header's pulse --------------------------------------------------------------------------------
+
+    def _poll_pulse(self) -> None:
+        if self._pulse_worker is None or self._pulse_worker.is_finished:
+            self._pulse_worker = self._read_pulse()
+
+    @work(thread=True, exit_on_error=False, group="pulse")
+    def _read_pulse(self) -> None:
+        pulse = self._pulse_reader.read()
+        if not get_current_worker().is_cancelled:
+            self.call_from_thread(setattr, self, "pulse", pulse)
+
+    # -- the command palette -------------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's own commands, the screens by name, and every key of this screen and of the app."""
+        yield from super().get_system_commands(screen)
+        for number, (mode, title) in enumerate(TABS.items(), start=1):
+            if self.mode_available(mode):
+                yield SystemCommand(
+                    f"{title} screen", f"Go to the {title} screen (key {number}).", partial(self.action_go, mode)
+                )
+        yield SystemCommand("Keys of every screen", "List every key of every screen (key ?).", self.action_help)
+        seen = {"go", "help", "quit"}
+        for binding in declared_bindings(type(screen), own=True):
+            name = binding.action.split("(")[0]
+            if name in seen or not binding.description:
+                continue
+            seen.add(name)
+            if screen.check_action(name, ()) is False:
+                continue
+            help_text = binding.tooltip or binding.description
+            key = self.get_key_display(binding)
+            yield SystemCommand(
+                binding.description, f"{help_text} (key {key})", partial(screen.run_action, binding.action)
+            )
+
+
+def quit_message(running: Sequence[str]) -> str | None:
+    """What the terminal says after the dashboard closes: the runs it leaves training, and how to get back."""
+    if not running:
+        return None
+    run_id = running[0]
+    others = f" (and {len(running) - 1} more)" if len(running) > 1 else ""
+    return (
+        f"run {run_id}{others} keeps training; `smoltui watch {run_id}` shows it again, "
+        f"`smoltui stop {run_id}` stops it."
+    )
+
+
+class PulseReader:
+    """Reads the header's numbers from the store of one run, kept open between frames.
+
+    It follows `start_run` when given (watch, demo), else the newest active run, and looks for a newer one every
+    RESCAN_EVERY_S. Called from one worker at a time.
+    """
+
+    def __init__(self, workspace: Path, start_run: str | None) -> None:
+        self.workspace = workspace
+        self.start_run = start_run
+        self._store = None
+        self._active: tuple[str, ...] = ()
+        self._last_rescan = -RESCAN_EVERY_S
+
+    def read(self) -> RunPulse | None:
+        from smoltui.engine.runs import find_run
+        from smoltui.engine.runstore import RunStore, effective_status
+
+        if time.monotonic() - self._last_rescan >= RESCAN_EVERY_S:
+            self._last_rescan = time.monotonic()
+            self._active = active_runs(self.workspace)
+            try:
+                wanted = find_run(self.start_run, self.workspace) if self.start_run else None
+            except UserError:
+                wanted = None
+            if wanted is None and self._active:
+                wanted = self.workspace / "runs" / self._active[0]
+            if wanted is None or self._store is None or self._store.run_dir != wanted:
+                self.close()
+                self._store = RunStore.open(wanted) if wanted is not None else None
+        if self._store is None:
+            return None
+        try:
+            meta = self._store.meta()
+            last = self._store.last_metric("train/loss")
+        except sqlite3.Error:  # the run was deleted under us: the next rescan finds what is left
+            self.close()
+            return None
+        return RunPulse(
+            run_id=self._store.run_dir.name,
+            status=effective_status(meta),
+            step=None if last is None else last[0],
+            max_steps=meta.get("max_steps"),
+            loss=None if last is None else last[1],
+            active_runs=self._active,
+        )
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def active_runs(workspace: Path) -> tuple[str, ...]:
+    """The ids of the workspace's runs that are training, paused or starting, newest first."""
+    from smoltui.engine.runstore import RunStore, effective_status, list_run_dirs
+
+    active = []
+    for run_dir in list_run_dirs(workspace):
+        try:
+            with RunStore.open(run_dir) as store:
+                if effective_status(store.meta()) in ACTIVE_STATUSES:
+                    active.append(run_dir.name)
+        except (UserError, sqlite3.Error):  # deleted or half-created this instant; the next scan sees it whole
+            continue
+    return tuple(active)
+
+
+def _write_module_probe(path: Path) -> None:
+    import sys
+
+    path.write_text("\n".join(sorted(sys.modules)))

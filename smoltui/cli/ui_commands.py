@@ -1,0 +1,129 @@
+"""Commands that open the dashboard: `demo` (a model learning at once), `watch` (one run, for SSH), `serve`
+(the dashboard in a browser). `smoltui` with no command opens it too (see the root callback).
+
+The app module is imported inside the commands, so `smoltui --help` stays light.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
+from smoltui.engine.workspace import workspace_path
+
+# The demo: nano-char on the built-in corpus. Of the shapes measured (context 64/128 x batch 8/16), 64 x 8 takes
+# the most optimizer steps per second at about the same tokens per second, and its loss falls furthest per token
+# early on, so the curve moves within seconds on a 2-core CPU (about 11 steps/s there). It ends by itself after
+# 3000 steps (about one pass over the corpus) or 10 minutes. bench/bench_ui.py measures it.
+DEMO_SETTINGS: dict[str, Any] = {
+    "model": "nano-char",
+    "corpus": "builtin:pydocs",
+    "context": 64,
+    "batch_size": 8,
+    "lr": 2e-3,
+    "warmup_steps": 20,
+    "eval_every": 50,
+    "eval_batches": 10,
+    "sample_every": 50,
+    "sample_length": 120,
+    "checkpoint_every": 500,
+    "max_steps": 3000,
+    "time_budget_s": 600.0,
+}
+LOOPBACK_NAMES = ("localhost",)
+
+FpsOption = Annotated[float, typer.Option("--fps", help="Screen refreshes per second; lower it over slow links.")]
+
+
+def open_dashboard(
+    workspace: Path | None = None,
+    *,
+    start_run: str | None = None,
+    read_only: bool = False,
+    fps: float = 4.0,
+) -> None:
+    """Run the dashboard in this terminal until the person quits it; runs keep going either way."""
+    from smoltui.app import SmolApp, train_screen_available
+
+    start_mode = "home"
+    if start_run is not None:
+        start_mode = "train" if train_screen_available() else "runs"
+    SmolApp(workspace, start_mode=start_mode, start_run=start_run, read_only=read_only, refresh_fps=fps).run()
+
+
+def _check_fps(fps: float) -> None:
+    if not fps > 0 or fps > 60:
+        raise typer.BadParameter(f"--fps must lie above 0 and at most 60, not {fps:g}.")
+
+
+@app.command()
+@reports_user_errors
+def demo(workspace: WorkspaceOption = None, fps: FpsOption = 4.0) -> None:
+    """Train the nano-char model on Python's own docstrings and watch it learn (it ends by itself)."""
+    from smoltui.engine.config import TrainConfig
+    from smoltui.engine.runs import launch_run
+
+    _check_fps(fps)
+    handle = launch_run(TrainConfig(**DEMO_SETTINGS), workspace)
+    handle.close()
+    open_dashboard(workspace, start_run=handle.run_id, fps=fps)
+
+
+@app.command()
+@reports_user_errors
+def watch(
+    run: Annotated[str, typer.Argument(help="Run id, a unique part of it, or 'latest'.")] = "latest",
+    fps: FpsOption = 4.0,
+    read_only: Annotated[bool, typer.Option("--read-only", help="Hide the controls (pause, stop, delete…).")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """The dashboard of one run, for SSH: any number of terminals may watch; closing one never touches the run."""
+    from smoltui.engine.runs import find_run
+
+    _check_fps(fps)
+    run_dir = find_run(run, workspace)
+    inside = run_dir.parent == workspace_path(workspace) / "runs"
+    open_dashboard(workspace, start_run=run_dir.name if inside else str(run_dir), read_only=read_only, fps=fps)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+@reports_user_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 and tunnel over SSH.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """The dashboard in a browser, through textual-serve: each browser tab gets its own dashboard process."""
+    from textual_serve.server import Server
+
+    if not 0 < port < 65536:
+        raise typer.BadParameter(f"--port must lie between 1 and 65535, not {port}.")
+    if not is_loopback(host):
+        error_console.print(
+            f"[bold yellow]warning:[/] listening on {host} lets anyone who reaches this machine on port {port} "
+            "drive smoltui (start, stop and delete runs) without a password; prefer 127.0.0.1 and an SSH tunnel.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    command = shlex.join([sys.executable, "-m", "smoltui", "--workspace", str(workspace_path(workspace))])
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    console.print(f"smoltui dashboard on http://{host}:{port} (ctrl+c stops serving; runs keep going)", highlight=False)
+    Server(command, host=host, port=port, title="smoltui").serve()

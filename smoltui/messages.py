@@ -1,0 +1,56 @@
+"""Textual messages that carry engine results from thread workers to the screens (posted with post_message)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+
+if TYPE_CHECKING:
+    from smoltui.engine.models import LoadedModel, ModuleRow
+    from smoltui.engine.runs import RunSummary
+
+
+@dataclass(frozen=True)
+class RunPulse:
+    """The few numbers of the run the header line follows: the newest active run, or the one being watched."""
+
+    run_id: str
+    status: str
+    step: int | None
+    max_steps: int | None
+    loss: float | None
+    active_runs: tuple[str, ...] = ()  # every run still training, named when the app quits
+
+
+class ModelLoadProgressed(Message):
+    """A step of loading a model, as load_model's `progress` callback reports it; only the latest matters."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, ModelLoadProgressed)
+
+
+class ModelLoaded(Message):
+    """A model finished loading, with its module table (computed in the worker, off the event loop)."""
+
+    def __init__(self, loaded: LoadedModel, modules: Sequence[ModuleRow]) -> None:
+        super().__init__()
+        self.loaded = loaded
+        self.modules = modules
+
+
+class RunsListed(Message):
+    """A fresh list of the workspace's runs, newest first; only the latest list matters."""
+
+    def __init__(self, runs: Sequence[RunSummary]) -> None:
+        super().__init__()
+        self.runs = runs
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunsListed)

@@ -1,0 +1,294 @@
+"""What every smoltui screen shares: the status line on top, the footer of keys, and number formatting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.cells import cell_len
+from rich.text import Text
+from textual import events, work
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Label
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from smoltui.engine.errors import UserError
+from smoltui.messages import RunsListed
+
+if TYPE_CHECKING:
+    from smoltui.app import SmolApp
+    from smoltui.engine.models import LoadedModel
+    from smoltui.messages import RunPulse
+
+# Mode name → tab title, in number-key order (the keys themselves are the app's bindings).
+TABS = {"home": "Home", "model": "Model", "train": "Train", "runs": "Runs"}
+ACTIVE_STATUSES = ("created", "running", "paused")
+FRESH_LIST_S = 1.0  # a screen shown again lists the runs anew only if its list is older than this
+RESUME_LIST_DELAY_S = 0.25
+NARROW_WIDTH = 100  # below this many columns the status line leaves out the model to keep the run's loss
+
+
+class StatusLine(Horizontal):
+    """One line on top of every screen: the mode tabs, the session's model and device, the training run."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def compose(self) -> ComposeResult:
+        app: SmolApp = self.app  # type: ignore[assignment]
+        for number, (mode, title) in enumerate(TABS.items(), start=1):
+            if app.mode_available(mode):
+                yield Label(f" {number} {title} ", classes="tab -active" if mode == self.mode else "tab")
+        yield Label(id="run-info")
+        yield Label(id="model-info")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "session_model", self._show_model)
+        self.watch(self.app, "pulse", self._show_pulse)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
+
+    def _show_model(self, loaded: LoadedModel | None) -> None:
+        app: SmolApp = self.app  # type: ignore[assignment]
+        text = (
+            "no model"
+            if loaded is None
+            else f"{model_name(loaded)} · {loaded.placement.device} {loaded.placement.dtype}"
+        )
+        if app.read_only:
+            text += " · read-only"
+        _update(self.query_one("#model-info", Label), text)
+
+    def _show_pulse(self, pulse: RunPulse | None) -> None:
+        label = self.query_one("#run-info", Label)
+        label.set_class(pulse is not None and pulse.status == "running", "-running")
+        _update(label, describe_pulse(pulse))
+
+
+class KeyBar(Horizontal):
+    """The current screen's keys on the bottom line, drawn as one label.
+
+    It shows what Textual's Footer shows (the active bindings marked `show`, greyed when disabled) without
+    building a widget per key: re-building those on every screen switch cost about 100 ms on a 2-core machine.
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Label(id="keys")
+        yield Label(id="palette-key")
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._show()
+
+    def on_unmount(self) -> None:
+        self.screen.bindings_updated_signal.unsubscribe(self)
+
+    def _bindings_changed(self, screen: Screen) -> None:
+        if screen is self.screen:
+            self.call_after_refresh(self._show)
+
+    def _show(self) -> None:
+        app = self.app
+        parts: list[str | tuple[str, str]] = []
+        shown: set[str] = set()
+        palette = None
+        for _node, binding, enabled, _tooltip in self.screen.active_bindings.values():
+            if binding.key == app.COMMAND_PALETTE_BINDING and app.ENABLE_COMMAND_PALETTE:
+                palette = binding
+            if not binding.show or binding.action in shown:
+                continue
+            shown.add(binding.action)
+            style = "" if enabled else "dim"
+            parts += [
+                (f" {app.get_key_display(binding)} ", f"bold $footer-key-foreground {style}"),
+                (f"{binding.description} ", style),
+            ]
+        _update(self.query_one("#keys", Label), Content.assemble(*parts))
+        if palette is not None:
+            key = (app.get_key_display(palette), "bold $footer-key-foreground")
+            _update(self.query_one("#palette-key", Label), Content.assemble(key, f" {palette.description}"))
+
+
+def _update(label: Label, text: str | Content) -> None:
+    """Change a label only when its text changes: an update re-lays out the screen."""
+    if label.content != text:
+        label.update(text)
+
+
+def model_name(loaded: LoadedModel) -> str:
+    """A model's short name: a folder's last part, else the source as written (preset, Hub id, run:<id>)."""
+    return Path(loaded.source).name if loaded.kind == "folder" else loaded.source
+
+
+def describe_pulse(pulse: RunPulse | None) -> str:
+    if pulse is None:
+        return "no run training"
+    steps = f"{pulse.step if pulse.step is not None else 0}" + (f"/{pulse.max_steps}" if pulse.max_steps else "")
+    return f"{pulse.status} · step {steps} · loss {format_loss(pulse.loss)} · {pulse.run_id}"
+
+
+class SmolScreen(Screen):
+    """A screen of the app: the status line, the screen's own widgets (`compose_body`), the footer.
+
+    Screens that show the workspace's runs set RUNS_REFRESH_S and handle RunsListed; the base lists the runs on
+    a thread while the screen is shown. Failures of the worker groups in NOTIFIED_GROUPS become notifications.
+    """
+
+    MODE: ClassVar[str]
+    RUNS_REFRESH_S: ClassVar[float | None] = None
+    NOTIFIED_GROUPS: ClassVar[frozenset[str]] = frozenset({"list-runs"})
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._runs_listed_at: float | None = None
+
+    @property
+    def smol(self) -> SmolApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine(self.MODE)
+        yield from self.compose_body()
+        yield KeyBar()
+
+    def compose_body(self) -> Iterable[Widget]:
+        raise NotImplementedError
+
+    def on_mount(self) -> None:
+        if self.RUNS_REFRESH_S is not None:
+            self.set_interval(max(self.RUNS_REFRESH_S, 1 / self.smol.refresh_fps), self._list_runs_if_shown)
+
+    def on_screen_resume(self) -> None:
+        if self.RUNS_REFRESH_S is None:
+            return
+        if self._runs_listed_at is None:
+            self.call_after_refresh(self.list_runs)  # the screen paints first, then fills in its runs
+        elif time.monotonic() - self._runs_listed_at > FRESH_LIST_S:
+            # Not with the key press that brought the screen back: a listing thread would slow its repaint.
+            self.set_timer(RESUME_LIST_DELAY_S, self.list_runs)
+
+    def _list_runs_if_shown(self) -> None:
+        if self.is_current:
+            self.list_runs()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="list-runs")
+    def list_runs(self) -> None:
+        """Read the workspace's runs off the event loop; the screen gets them as RunsListed."""
+        from smoltui.engine.runs import list_runs
+
+        runs = list_runs(self.smol.workspace)
+        if not get_current_worker().is_cancelled:
+            self._runs_listed_at = time.monotonic()
+            self.post_message(RunsListed(runs))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker's failure becomes a notification: a user's mistake in its own words, a bug named as one."""
+        if event.state != WorkerState.ERROR or event.worker.group not in self.NOTIFIED_GROUPS:
+            return
+        error = event.worker.error
+        if isinstance(error, UserError):
+            self.notify(str(error), severity="error", timeout=10)
+        else:
+            self.notify(
+                f"unexpected {type(error).__name__}: {error}", title="smoltui bug", severity="error", timeout=15
+            )
+
+
+# -- formatting shared by the screens ------------------------------------------------------------------------
+
+
+def format_count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def format_loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def format_step(step: int | None, max_steps: int | None) -> str:
+    if step is None:
+        return "-"
+    return f"{step}/{max_steps}" if max_steps else str(step)
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+def format_ago(timestamp: float | None, now: float | None = None) -> str:
+    """How long ago `timestamp` was, in its largest unit: 5s ago, 3m ago, 2h ago, 4d ago."""
+    if timestamp is None:
+        return "-"
+    seconds = max(0.0, (time.time() if now is None else now) - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit} ago"
+    return f"{seconds:.0f}s ago"
+
+
+STATUS_COLOURS = {  # theme variables, so the colours follow the theme
+    "running": "text-success",
+    "created": "text-success",
+    "paused": "text-warning",
+    "finished": "text-primary",
+    "stopped": "text-secondary",
+    "failed": "text-error",
+    "lost": "text-error",
+}
+
+
+def number(text: str) -> Text:
+    """A table cell for a number: right-aligned, so digits line up."""
+    return Text(text, justify="right")
+
+
+def status_text(app: App, status: str) -> Text:
+    colour = app.theme_variables.get(STATUS_COLOURS.get(status, "foreground"))
+    return Text(status, style=colour or "")
+
+
+def sync_table(
+    table: DataTable, columns: Sequence[tuple[str, str]], rows: Sequence[tuple[str, Sequence[str | Text]]]
+) -> None:
+    """Show `rows` ((key, cells) pairs) under `columns` ((label, key) pairs) in `table`.
+
+    Cells change in place while the rows and the column widths stay the same, so the cursor stays on its row.
+    The widths are measured here and set explicitly: DataTable's own auto widths are measured on idle, and a
+    row it painted before then keeps the narrower width in its cache.
+    """
+    widths = [
+        max(1, cell_len(label), *(cell_len(str(cells[index])) for _, cells in rows))
+        for index, (label, _) in enumerate(columns)
+    ]
+    keys = [key for key, _ in rows]
+    shown = [row_key.value for row_key in table.rows]
+    if keys == shown and widths == [column.width for column in table.ordered_columns]:
+        for key, cells in rows:
+            for (_, column_key), cell in zip(columns, cells, strict=True):
+                if table.get_cell(key, column_key) != cell:
+                    table.update_cell(key, column_key, cell)
+        return
+    cursor_key = shown[table.cursor_row] if 0 <= table.cursor_row < len(shown) else None
+    table.clear(columns=True)
+    for (label, key), width in zip(columns, widths, strict=True):
+        table.add_column(label, key=key, width=width)
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if cursor_key in keys:
+        table.move_cursor(row=keys.index(cursor_key), animate=False)

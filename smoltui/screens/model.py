@@ -1,0 +1,274 @@
+"""Model: load a model from a preset, a folder, a Hub id or a run's checkpoint; its summary and module tree.
+
+Loading runs in a thread worker (torch and transformers are imported there, never on the event loop) and
+reports its steps as ModelLoadProgressed; the loaded model becomes the session's (`app.session_model`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.suggester import Suggester
+from textual.widget import Widget
+from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from smoltui.engine.presets import preset_names
+from smoltui.messages import ModelLoaded, ModelLoadProgressed
+from smoltui.screens.base import SmolScreen, format_bytes, format_count
+
+if TYPE_CHECKING:
+    from smoltui.engine.models import LoadedModel, ModuleRow
+
+LOAD_HINT = "a preset ({presets}), a model folder, a Hub id, or run:<id>[@step] — enter loads it"
+NEW_HINT = "a preset to build with fresh weights: {presets} — enter builds it"
+EXPANDED_DEPTH = 2  # the tree opens two levels deep: the model's children and theirs
+FOLDER_SCAN_DEPTH = 2  # model folders are looked for this deep under the current folder
+
+
+def find_model_folders(root: Path, depth: int = FOLDER_SCAN_DEPTH) -> list[str]:
+    """Folders with a config.json under `root` (hidden ones skipped), as paths relative to it."""
+    found: list[str] = []
+    frontier = [root]
+    for _ in range(depth):
+        next_frontier = []
+        for folder in frontier:
+            try:
+                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError:
+                continue
+            for child in children:
+                if (child / "config.json").is_file():
+                    found.append(str(child.relative_to(root)))
+                next_frontier.append(child)
+        frontier = next_frontier
+    return found
+
+
+class SourceSuggester(Suggester):
+    """Completes a model source from this session's recent sources, the presets, the runs and nearby folders."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.candidates: list[str] = list(preset_names())
+
+    async def get_suggestion(self, value: str) -> str | None:
+        if not value:
+            return None
+        return next((c for c in self.candidates if c.startswith(value) and c != value), None)
+
+
+class ModelScreen(SmolScreen):
+    """Load a model and look at its numbers and modules."""
+
+    MODE = "model"
+    NOTIFIED_GROUPS = frozenset({"load-model", "scan"})
+    AUTO_FOCUS = "#modules"  # not the input: the number keys must still switch screens
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("l", "focus_source", "Load", tooltip="Type a model source: preset, folder, Hub id or run:<id>."),
+        Binding("e", "expand_all", "Expand", tooltip="Expand every module of the tree."),
+        Binding("c", "collapse_all", "Collapse", tooltip="Collapse the tree to the model's direct children."),
+        Binding("escape", "leave_source", "Leave input", show=False, tooltip="Stop typing; the keys work again."),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.suggester = SourceSuggester()
+        self._load_worker: Worker | None = None
+        self._folders: list[str] = []
+
+    def compose_body(self) -> Iterable[Widget]:
+        presets = ", ".join(preset_names())
+        source = Input(
+            placeholder="nano-char, ./my-model, HuggingFaceTB/SmolLM2-135M, run:<id>@500",
+            suggester=self.suggester,
+            id="source",
+        )
+        source.border_title = "Model source · l to type, enter to load"
+        yield source
+        with Horizontal(id="load-status"):
+            yield LoadingIndicator(id="load-spinner")
+            yield Label(LOAD_HINT.format(presets=presets), id="load-text")
+        with Horizontal(id="model-body"):
+            with Vertical(id="summary-panel", classes="panel") as panel:
+                panel.border_title = "Summary"
+                yield Static("no model loaded yet: press l and type a source.", id="summary")
+            with Vertical(id="modules-panel", classes="panel") as panel:
+                panel.border_title = "Modules · parameters"
+                tree: Tree[str] = Tree("no model", id="modules")
+                tree.show_root = True
+                yield tree
+
+    def on_mount(self) -> None:
+        self.query_one("#load-spinner").display = False
+        self._scan_folders()
+
+    def on_screen_resume(self) -> None:
+        self._update_candidates()
+
+    # -- the source input ----------------------------------------------------------------------------------
+
+    def begin(self, *, new: bool) -> None:
+        """Focus the input, with a preset ready (`new`) or empty for any source."""
+        source = self.query_one("#source", Input)
+        presets = ", ".join(preset_names())
+        if new:
+            source.value = preset_names()[0]
+            self._say(NEW_HINT.format(presets=presets))
+        else:
+            source.value = ""
+            self._say(LOAD_HINT.format(presets=presets))
+        source.focus()
+
+    def action_focus_source(self) -> None:
+        self.query_one("#source", Input).focus()
+
+    def action_leave_source(self) -> None:
+        if self.focused is self.query_one("#source", Input):
+            self.query_one("#modules", Tree).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        source = event.value.strip()
+        self.query_one("#load-spinner").display = True
+        self._say(f"loading {source or '…'}")
+        self.query_one("#modules", Tree).focus()  # the keys work again while it loads
+        self._load_worker = self.load(source)
+
+    @work(thread=True, exit_on_error=False, group="scan")
+    def _scan_folders(self) -> None:
+        folders = find_model_folders(Path.cwd())
+        self.app.call_from_thread(self._folders_found, folders)
+
+    def _folders_found(self, folders: list[str]) -> None:
+        self._folders = folders
+        self._update_candidates()
+
+    def _update_candidates(self) -> None:
+        runs_root = self.smol.workspace / "runs"
+        try:
+            runs = sorted((p.name for p in runs_root.iterdir() if (p / "run.db").is_file()), reverse=True)
+        except OSError:
+            runs = []
+        ordered = [*self.smol.recent_sources, *preset_names(), *(f"run:{run}" for run in runs), *self._folders]
+        self.suggester.candidates = list(dict.fromkeys(ordered))
+
+    # -- loading -------------------------------------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load-model")
+    def load(self, source: str) -> None:
+        """Load `source` with the engine; a UserError becomes a notification (see SmolScreen)."""
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        from smoltui.engine.models import load_model, module_table
+
+        worker = get_current_worker()
+        loaded = load_model(
+            source,
+            device=self.smol.device,
+            workspace=self.smol.workspace,
+            progress=lambda text: self.post_message(ModelLoadProgressed(text)),
+        )
+        modules = module_table(loaded.model)
+        if not worker.is_cancelled:
+            self.post_message(ModelLoaded(loaded, modules))
+
+    def on_model_load_progressed(self, message: ModelLoadProgressed) -> None:
+        self._say(message.text)
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        loaded = message.loaded
+        recent = self.smol.recent_sources
+        if loaded.source in recent:
+            recent.remove(loaded.source)
+        recent.insert(0, loaded.source)
+        self.smol.session_model = loaded
+        self.query_one("#summary", Static).update(summary_table(loaded))
+        fill_module_tree(self.query_one("#modules", Tree), message.modules)
+        self._say(f"loaded {loaded.source} ({loaded.kind}) on {loaded.placement.device}; it is the session's model.")
+        self._update_candidates()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Stop the spinner when the load ends (SmolScreen's handler, called too, reports a failure)."""
+        if event.worker is self._load_worker and event.state in (
+            WorkerState.SUCCESS,
+            WorkerState.ERROR,
+            WorkerState.CANCELLED,
+        ):
+            self.query_one("#load-spinner").display = False
+            if event.state == WorkerState.ERROR:
+                self._say("nothing loaded: fix the source and press enter again.")
+
+    def _say(self, text: str) -> None:
+        self.query_one("#load-text", Label).update(text)
+
+    # -- the tree ------------------------------------------------------------------------------------------
+
+    def action_expand_all(self) -> None:
+        self.query_one("#modules", Tree).root.expand_all()
+
+    def action_collapse_all(self) -> None:
+        root = self.query_one("#modules", Tree).root
+        root.collapse_all()
+        root.expand()
+
+
+def summary_table(loaded: LoadedModel) -> Table:
+    summary = loaded.summary
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column()
+    rows = (
+        ("source", f"{loaded.source} ({loaded.kind})"),
+        ("architecture", summary.architecture),
+        ("family", summary.family),
+        ("parameters", format_count(summary.total_params)),
+        ("  embedding", format_count(summary.embedding_params)),
+        ("  non-embedding", format_count(summary.non_embedding_params)),
+        ("layers", str(summary.layers)),
+        ("heads", str(summary.heads)),
+        ("KV heads", str(summary.kv_heads)),
+        ("hidden", str(summary.hidden)),
+        ("context", "-" if summary.context is None else str(summary.context)),
+        ("vocab", format_count(summary.vocab)),
+        ("dtype", summary.dtype),
+        ("device", summary.device),
+        ("memory", format_bytes(summary.bytes)),
+    )
+    for name, value in rows:
+        facts.add_row(name, value)
+    return facts
+
+
+def fill_module_tree(tree: Tree, modules: Sequence[ModuleRow]) -> None:
+    """Rebuild `tree` from module_table rows: one node per module, labelled with its type and parameters."""
+    tree.clear()
+    parents = {row.name.rpartition(".")[0] for row in modules if row.name}
+    nodes = {}
+    for row in modules:
+        if not row.name:
+            tree.root.set_label(module_label("model", row))
+            tree.root.data = ""
+            nodes[""] = tree.root
+            continue
+        parent = nodes[row.name.rpartition(".")[0]]
+        label = module_label(row.name.rpartition(".")[2], row)
+        if row.name in parents:
+            nodes[row.name] = parent.add(label, data=row.name, expand=row.depth < EXPANDED_DEPTH)
+        else:
+            parent.add_leaf(label, data=row.name)
+    tree.root.expand()
+
+
+def module_label(name: str, row: ModuleRow) -> Text:
+    return Text.assemble((name, "bold"), " ", (row.kind, "dim"), f"  {row.params:,}")

@@ -1,0 +1,201 @@
+"""Runs: every run of the workspace with its status, step, losses and speed; open, compare and delete them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Label
+
+from smoltui.messages import RunsListed
+from smoltui.screens.base import (
+    ACTIVE_STATUSES,
+    SmolScreen,
+    format_ago,
+    format_loss,
+    format_rate,
+    format_step,
+    number,
+    status_text,
+    sync_table,
+)
+
+MARK = "●"
+COLUMNS = (
+    ("", "mark"),
+    ("run", "run"),
+    ("status", "status"),
+    ("model", "model"),
+    ("step", "step"),
+    ("train loss", "train"),
+    ("val loss", "val"),
+    ("tok/s", "speed"),
+    ("started", "started"),
+)
+
+
+class ConfirmDelete(ModalScreen[bool]):
+    """Asks before a run's folder (store, checkpoints, log) is deleted for good."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Delete", tooltip="Delete the run's folder."),
+        Binding("n,escape", "answer(False)", "Keep", tooltip="Keep the run."),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-panel"):
+            yield Label(f"Delete run {self.run_id}?", id="confirm-title")
+            yield Label("Its metrics, samples, checkpoints and log go for good.")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Delete (y)", variant="error", id="yes")
+                yield Button("Keep (n)", variant="primary", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, delete: bool) -> None:
+        self.dismiss(delete)
+
+
+class RunsScreen(SmolScreen):
+    """The workspace's runs, newest first, refreshed every couple of seconds."""
+
+    MODE = "runs"
+    RUNS_REFRESH_S = 2.0
+    NOTIFIED_GROUPS = frozenset({"list-runs", "delete"})
+    AUTO_FOCUS = "#runs-table"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "open_run", "Open", priority=True, tooltip="Show the run's dashboard on the Train screen."),
+        Binding("space", "mark", "Mark", tooltip="Mark or unmark the run for comparing."),
+        Binding("o", "open_marked", "Compare", tooltip="Open the first marked run with the others overlaid."),
+        Binding("d", "delete", "Delete", tooltip="Delete the run (asks first; running runs are refused)."),
+        Binding("r", "refresh", "Refresh", tooltip="Read the runs again now."),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked: list[str] = []  # in the order they were marked; the first is the one opened
+        self._statuses: dict[str, str] = {}
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="runs-panel", classes="panel") as panel:
+            panel.border_title = "Runs"
+            yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+            yield Label("", id="runs-hint")
+
+    def on_mount(self) -> None:
+        sync_table(self.query_one("#runs-table", DataTable), COLUMNS, [])
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "delete" and self.smol.read_only:
+            return False
+        return True
+
+    # -- the table -----------------------------------------------------------------------------------------
+
+    def on_runs_listed(self, message: RunsListed) -> None:
+        runs = message.runs
+        self._statuses = {run.run_id: run.status for run in runs}
+        self.marked = [run_id for run_id in self.marked if run_id in self._statuses]
+        now = self.smol.clock()
+        rows = [
+            (
+                run.run_id,
+                (
+                    MARK if run.run_id in self.marked else "",
+                    run.run_id,
+                    status_text(self.app, run.status),
+                    run.model,
+                    number(format_step(run.step, run.max_steps)),
+                    number(format_loss(run.train_loss)),
+                    number(format_loss(run.val_loss)),
+                    number(format_rate(run.tokens_per_s)),
+                    format_ago(run.started, now),
+                ),
+            )
+            for run in runs
+        ]
+        sync_table(self.query_one("#runs-table", DataTable), COLUMNS, rows)
+        self._show_hint()
+
+    def _show_hint(self) -> None:
+        if not self._statuses:
+            text = "no runs yet: 3 opens the Train screen's form, or run `smoltui train` / `smoltui demo`."
+        elif self.marked:
+            text = f"{len(self.marked)} marked: o opens {self.marked[0]} with the others overlaid."
+        else:
+            text = "enter opens a run · space marks runs to compare · o opens the marked ones together"
+        self.query_one("#runs-hint", Label).update(text)
+
+    def _cursor_run(self) -> str | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    def action_open_run(self) -> None:
+        if run_id := self._cursor_run():
+            self.smol.open_run(run_id)
+
+    def action_mark(self) -> None:
+        run_id = self._cursor_run()
+        if run_id is None:
+            return
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        else:
+            self.marked.append(run_id)
+        self.query_one("#runs-table", DataTable).update_cell(run_id, "mark", MARK if run_id in self.marked else "")
+        self._show_hint()
+
+    def action_open_marked(self) -> None:
+        chosen = self.marked or ([run_id] if (run_id := self._cursor_run()) else [])
+        if not chosen:
+            self.notify("no run to open: mark runs with space first.", severity="warning")
+            return
+        self.smol.open_run(chosen[0], chosen[1:])
+
+    def action_delete(self) -> None:
+        run_id = self._cursor_run()
+        if run_id is None:
+            return
+        if self._statuses.get(run_id) in ACTIVE_STATUSES:
+            self._delete(run_id)  # the engine refuses, in its own words
+            return
+
+        def answered(delete: bool | None) -> None:
+            if delete:
+                self._delete(run_id)
+
+        self.app.push_screen(ConfirmDelete(run_id), answered)
+
+    @work(thread=True, exit_on_error=False, group="delete")
+    def _delete(self, run_id: str) -> None:
+        from smoltui.engine.runs import delete_run
+
+        delete_run(run_id, self.smol.workspace)
+        self.app.call_from_thread(self._deleted, run_id)
+
+    def _deleted(self, run_id: str) -> None:
+        self.notify(f"deleted run {run_id}.")
+        if run_id in self.marked:
+            self.marked.remove(run_id)
+        self.list_runs()
+
+    def action_refresh(self) -> None:
+        self.list_runs()

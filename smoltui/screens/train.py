@@ -1,0 +1,260 @@
+"""TrainScreen: the new-run form and the live dashboard of a run, with the keys that steer the run.
+
+It reads `workspace`, `read_only`, `refresh_fps` and `session_model` from the app (and, through the shared
+screen base, what the status line shows); `show_run` and `show_form` are what the rest of the app calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, ContentSwitcher, Static
+from textual.worker import Worker, WorkerState
+
+from smoltui.engine.errors import UserError
+from smoltui.engine.runs import TERMINAL_STATUSES, RunHandle, launch_run
+from smoltui.screens.base import SmolScreen
+from smoltui.screens.train_form import TrainForm
+from smoltui.widgets.run_dashboard import RunDashboard
+
+CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
+DASHBOARD_ACTIONS = CONTROL_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
+
+
+class ConfirmStop(ModalScreen[bool]):
+    """Asks before a run is stopped: y stops it, n or escape keeps it running."""
+
+    DEFAULT_CSS = """
+    ConfirmStop {
+        align: center middle;
+        #confirm-panel {
+            width: 64;
+            max-width: 90%;
+            height: auto;
+            border: thick $error;
+            background: $surface;
+            padding: 1 2;
+        }
+        #confirm-title { text-style: bold; margin-bottom: 1; }
+        #confirm-detail { color: $text-muted; }
+        #confirm-buttons { height: auto; margin-top: 1; align-horizontal: right; }
+        #confirm-buttons Button { margin-left: 2; }
+    }
+    """
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Stop the run"),
+        Binding("n,escape", "answer(False)", "Keep it running"),
+    ]
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-panel"):
+            yield Static(f"Stop run {self.run_id}?", id="confirm-title")
+            yield Static(
+                f"The trainer saves a checkpoint and exits; `smoltui train --resume {self.run_id}` continues it.",
+                id="confirm-detail",
+            )
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Stop run (y)", variant="error", id="confirm-stop")
+                yield Button("Keep running (n)", id="confirm-keep")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-keep", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-stop")
+
+    def action_answer(self, stop: bool) -> None:
+        self.dismiss(stop)
+
+
+class TrainScreen(SmolScreen):
+    """Train: a form for a new run, and the live dashboard of the run being watched."""
+
+    MODE = "train"
+
+    DEFAULT_CSS = """
+    TrainScreen #train-views { height: 1fr; }
+    """
+
+    BINDINGS = [  # in footer order: what a narrow footer cuts off comes last
+        Binding("p,space", "pause", "Pause", tooltip="Pause the run after its current step"),
+        Binding("p,space", "resume", "Resume", tooltip="Resume the paused run"),
+        Binding("s", "stop_run", "Stop", tooltip="Stop the run with a checkpoint (asks first)"),
+        Binding("l", "toggle_log_y", "Log y", tooltip="Logarithmic loss axis on or off"),
+        Binding("plus,equals_sign", "smoothing(1)", "Smooth", key_display="+/-", tooltip="More EMA smoothing"),
+        Binding("minus,underscore", "smoothing(-1)", "Less smoothing", show=False, tooltip="Less EMA smoothing"),
+        Binding("z", "zoom", "Zoom", tooltip="Show all steps, or the last 2000, 500 or 100"),
+        Binding("f", "new_run", "New run", tooltip="The form for a new run"),
+        Binding("c", "checkpoint", "Checkpoint", tooltip="Save a checkpoint after the current step"),
+        Binding("n", "sample", "Sample", tooltip="Generate a sample after the current step"),
+        Binding("ctrl+s", "start_run", "Start run", tooltip="Check the form and launch the run"),
+        Binding("escape", "back_to_run", "Back to run", tooltip="Back to the dashboard of the open run"),
+    ]
+
+    def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._pending: tuple[str, tuple] | None = None  # a show_* call made before the screen was mounted
+        self._dashboard: RunDashboard | None = None
+        self._form: TrainForm | None = None
+        self._switcher: ContentSwitcher | None = None
+
+    def compose_body(self) -> ComposeResult:
+        with ContentSwitcher(id="train-views"):
+            yield RunDashboard(id="dashboard")
+
+    def on_mount(self) -> None:
+        self._dashboard, self._switcher = self.query_one(RunDashboard), self.query_one(ContentSwitcher)
+        view, arguments = self._pending or ("form", ())
+        self._pending = None
+        self.show_run(*arguments) if view == "dashboard" else self.show_form()
+
+    def on_screen_resume(self) -> None:
+        self.dashboard.poll_now()
+
+    # -- the contract with the app
+
+    @property
+    def dashboard(self) -> RunDashboard:
+        return self._dashboard or self.query_one(RunDashboard)
+
+    @property
+    def form(self) -> TrainForm:
+        """The new-run form, built on first use: watching a run never pays for its thirty fields."""
+        if self._form is None:
+            self._form = TrainForm(id="form")
+            self._switcher.mount(self._form)
+        return self._form
+
+    @property
+    def view(self) -> str:
+        """ "form" or "dashboard": what the screen shows."""
+        return (self._switcher.current if self._switcher else None) or "form"
+
+    def show_run(self, run_ref: str | RunHandle, overlay: Sequence[str] = ()) -> None:
+        """Open the live dashboard of `run_ref` (id, unique prefix or "latest") with `overlay` runs on its loss."""
+        if not self.is_mounted:
+            self._pending = ("dashboard", (run_ref, tuple(overlay)))
+            return
+        self._switch("dashboard")
+        self.dashboard.show(run_ref, overlay, launched=isinstance(run_ref, RunHandle))
+
+    def show_form(self) -> None:
+        """Show the new-run form, pre-filled with the session's model if one is loaded."""
+        if not self.is_mounted:
+            self._pending = ("form", ())
+            return
+        self.form.offer_model(self._session_source())
+        self._switch("form")
+        self.form.focus_first()
+
+    def _switch(self, view: str) -> None:
+        self._switcher.current = view
+        if view == "dashboard":
+            self.set_focus(None)
+            self.dashboard.poll_now()
+        self.refresh_bindings()
+
+    def _session_source(self) -> str | None:
+        model = getattr(self.app, "session_model", None)
+        return getattr(model, "source", None)
+
+    @property
+    def read_only(self) -> bool:
+        return bool(getattr(self.app, "read_only", False))
+
+    # -- keys
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self._dashboard is None:
+            return True  # not composed yet
+        if action in DASHBOARD_ACTIONS and self.view != "dashboard":
+            return False
+        if action in CONTROL_ACTIONS:
+            if self.read_only or self.dashboard.run_id is None:
+                return False
+            if action in ("pause", "resume"):
+                return (self.dashboard.state.status == "paused") == (action == "resume")
+        if action == "new_run":
+            return not self.read_only
+        if action == "start_run":
+            return self.view == "form" and not self.read_only
+        if action == "back_to_run":
+            return self.view == "form" and self.dashboard.run_id is not None
+        return True
+
+    def action_pause(self) -> None:
+        self.dashboard.send("pause")
+
+    def action_resume(self) -> None:
+        self.dashboard.send("resume")
+
+    def action_checkpoint(self) -> None:
+        self.dashboard.send("checkpoint")
+        self.notify("Checkpoint requested: the trainer saves it after its current step.", timeout=3)
+
+    def action_sample(self) -> None:
+        self.dashboard.send("sample")
+        self.notify("Sample requested: it appears under samples after the current step.", timeout=3)
+
+    def action_stop_run(self) -> None:
+        dashboard = self.dashboard
+        if dashboard.state.status in TERMINAL_STATUSES:
+            dashboard.send("stop")  # nothing to ask: the engine says why it cannot
+            return
+
+        def stop_if_confirmed(stop: bool | None) -> None:
+            if stop:
+                dashboard.send("stop")
+
+        self.app.push_screen(ConfirmStop(dashboard.run_id or "?"), stop_if_confirmed)
+
+    def action_toggle_log_y(self) -> None:
+        self.dashboard.toggle_log_y()
+
+    def action_smoothing(self, direction: int) -> None:
+        self.dashboard.change_smoothing(direction)
+
+    def action_zoom(self) -> None:
+        self.dashboard.cycle_zoom()
+
+    def action_new_run(self) -> None:
+        self.show_form()
+
+    def action_back_to_run(self) -> None:
+        self._switch("dashboard")
+
+    def action_start_run(self) -> None:
+        self.form.start()
+
+    # -- launching
+
+    @on(TrainForm.StartRequested)
+    def _start_requested(self, message: TrainForm.StartRequested) -> None:
+        if self.read_only:
+            self.notify("This dashboard is read-only; start runs with `smoltui train`.", severity="warning")
+            return
+        self.notify(f"Starting a run of {message.config.model}…", timeout=3)
+        self._launch(message.config)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
+    def _launch(self, config) -> None:
+        handle = launch_run(config, getattr(self.app, "workspace", None))
+        self.app.call_from_thread(self.show_run, handle)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place where the screen's workers report failure: launching a run."""
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+            self.notify(message, title="Cannot start the run", severity="error")

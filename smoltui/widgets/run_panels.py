@@ -1,0 +1,227 @@
+"""The run dashboard's text panels: progress line, details, logs of samples and events, activation table.
+
+They only display: the numbers come folded into a `RunProgressState`, the lines as store rows. Colours are theme
+variables, so the panels read in dark and light themes alike.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.widgets import DataTable, ProgressBar, Static
+
+from smoltui.engine.runstore import Event, Sample
+from smoltui.widgets.chart_frame import format_value
+from smoltui.widgets.run_feed import RunProgressState, last_line
+
+STATUS_LOOK = {  # glyph and theme colour of each status
+    "created": ("◌", "$text-muted"),
+    "running": ("●", "$text-success"),
+    "paused": ("‖", "$text-warning"),
+    "finished": ("✔", "$text-primary"),
+    "stopped": ("■", "$text-secondary"),
+    "failed": ("✘", "$text-error"),
+    "lost": ("?", "$text-error"),
+}
+LEVEL_LOOK = {"debug": "$text-muted", "info": "$foreground", "warning": "$text-warning", "error": "$text-error"}
+
+
+def format_duration(seconds: float) -> str:
+    """3 -> "3s", 192 -> "3m12s", 3840 -> "1h04m", 200000 -> "2d07h"."""
+    seconds = int(max(0, round(seconds)))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def format_clock(seconds: float) -> str:
+    """Time since the start of a run as m:ss or h:mm:ss."""
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3_600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def format_count(value: float) -> str:
+    """1234 -> "1,234", 1234567 -> "1.23M"."""
+    if abs(value) < 100_000:
+        return f"{value:,.0f}"
+    for unit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= unit:
+            return f"{value / unit:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def status_content(status: str, note: str = "") -> Content:
+    glyph, colour = STATUS_LOOK.get(status, ("·", "$foreground"))
+    text = f"{glyph} {status}" + (f" · {note}" if note else "")
+    return Content.styled(text, f"bold {colour}")
+
+
+class RunProgress(Horizontal):
+    """One line: status, step of total, a bar and the time left (or the final state)."""
+
+    DEFAULT_CSS = """
+    RunProgress {
+        height: 1;
+        & > Static { width: auto; margin-right: 2; }
+        & > ProgressBar { width: 1fr; margin-right: 2; }
+        & > ProgressBar > Bar { width: 1fr; }
+        & > #run-eta { margin-right: 0; color: $text-muted; }
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-status")
+        yield Static(id="run-step")
+        yield ProgressBar(total=1, show_eta=False, id="run-bar")
+        yield Static(id="run-eta")
+
+    def show(self, state: RunProgressState, note: str = "", now: float | None = None) -> None:
+        self.query_one("#run-status", Static).update(status_content(state.status, note))
+        total = state.max_steps
+        step_text = f"step {state.step:,}" + (f" / {total:,}" if total else "")
+        self.query_one("#run-step", Static).update(step_text)
+        self.query_one(ProgressBar).update(total=max(total or 1, 1), progress=min(state.step, total or 0))
+        eta = state.eta()
+        if eta is not None:
+            tail = f"ETA {format_duration(eta)}"
+        elif state.status == "running":
+            tail = "ETA …"
+        else:
+            elapsed = state.elapsed(now)
+            tail = "" if elapsed is None else f"took {format_duration(elapsed)}"
+        self.query_one("#run-eta", Static).update(tail)
+
+
+def details_content(state: RunProgressState, now: float | None = None) -> Content:
+    """The second line: elapsed, tokens, speed, losses and the best val."""
+    parts: list[Content] = []
+
+    def add(label: str, value: str) -> None:
+        parts.append(Content.assemble((label + " ", "$text-muted"), value))
+
+    elapsed = state.elapsed(now)
+    if elapsed is not None:
+        add("elapsed", format_duration(elapsed))
+    if state.tokens_seen is not None:
+        add("tokens", format_count(state.tokens_seen))
+    if state.recent_tokens_per_s:
+        add("tok/s", format_count(state.recent_tokens_per_s[-1]))
+    if state.last_train is not None and math.isfinite(state.last_train):
+        add("train", format_value(state.last_train))
+    if state.last_val is not None and math.isfinite(state.last_val):
+        add("val", format_value(state.last_val))
+    if state.best_val is not None:
+        step, loss = state.best_val
+        add("best val", f"{format_value(loss)} @ {step:,}")
+    return Content(" · ").join(parts) if parts else Content.styled("no numbers yet", "$text-muted")
+
+
+class RunLog(VerticalScroll):
+    """A scrolling log of the last `max_lines` entries, kept at the bottom while new ones arrive.
+
+    `one_line` cuts each entry at the width (with an ellipsis) instead of wrapping it.
+    """
+
+    DEFAULT_CSS = """
+    RunLog {
+        height: 1fr;
+        border: round $border-blurred;
+        border-title-color: $text-muted;
+        padding: 0 1;
+        &:focus { border: round $border; }
+        & > Static { width: 1fr; min-height: 100%; }  /* never shorter than the view: anchoring scrolls right */
+        &.-one-line > Static { text-wrap: nowrap; text-overflow: ellipsis; }
+    }
+    """
+
+    def __init__(
+        self, title: str, empty: str, *, max_lines: int = 100, one_line: bool = False, id: str | None = None
+    ) -> None:
+        super().__init__(id=id, classes="-one-line" if one_line else None)
+        self.border_title = title
+        self.empty = empty
+        self._lines: deque[Content] = deque(maxlen=max_lines)
+
+    def compose(self) -> ComposeResult:
+        yield Static(Content.styled(self.empty, "italic $text-muted"))
+
+    def on_mount(self) -> None:
+        self.anchor()  # follows new lines until the person scrolls up
+
+    def clear(self) -> None:
+        self._lines.clear()
+        self.query_one(Static).update(Content.styled(self.empty, "italic $text-muted"))
+        self.anchor()
+
+    def add(self, lines: Iterable[Content]) -> None:
+        self._lines.extend(lines)
+        if self._lines:
+            self.query_one(Static).update(Content("\n").join(self._lines))
+
+
+def sample_content(sample: Sample) -> Content:
+    prompt = sample.prompt.strip()
+    return Content.assemble(
+        (f"step {sample.step:,}", "bold $text-accent"),
+        " ",
+        (prompt + " ", "$text-muted") if prompt else "",
+        sample.text.strip(),
+    )
+
+
+def event_content(event: Event, origin: float | None) -> Content:
+    """One event: time since the run's start, kind and message, coloured by level."""
+    when = format_clock(event.time - origin) if origin is not None else time.strftime("%H:%M:%S")
+    colour = LEVEL_LOOK.get(event.level, "$foreground")
+    return Content.assemble(
+        (f"{when:>7} ", "$text-muted"),
+        (f"{event.kind:<10} ", f"bold {colour}"),
+        (last_line(event.message), colour),
+    )
+
+
+class ActivationTable(DataTable):
+    """Latest activation statistics per block, as the activation_stats hook logs them."""
+
+    DEFAULT_CSS = """
+    ActivationTable {
+        height: auto;
+        max-height: 1fr;
+    }
+    """
+
+    STATISTICS = ("mean", "std", "absmax")
+
+    def __init__(self, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="none", zebra_stripes=True, show_cursor=False)
+        self._stats: dict[int, dict[str, float]] = {}
+
+    def on_mount(self) -> None:
+        self.add_column("block", key="block")
+        for name in self.STATISTICS:
+            self.add_column(name, key=name)
+
+    def clear_stats(self) -> None:
+        self._stats.clear()
+        self.clear()
+
+    def update_stats(self, latest: dict[int, dict[str, float]]) -> None:
+        for block, stats in latest.items():
+            self._stats.setdefault(block, {}).update(stats)
+        self.clear()
+        for block in sorted(self._stats):
+            stats = self._stats[block]
+            cells = [format_value(stats[n], 3) if n in stats else "" for n in self.STATISTICS]
+            self.add_row(str(block), *cells, key=str(block))

@@ -176,6 +176,10 @@ def key_latency(tmux: Tmux, workspace: Path, samples: int, train_screen: bool) -
     hops = [("4", "train loss", True, "Home → Runs"), ("1", "Quick actions", True, "Runs → Home")]
     if train_screen:
         hops += [("3", "Quick actions", False, "Home → Train"), ("1", "Quick actions", True, "Train → Home")]
+    for key, text, present, _ in hops:  # each screen is built on its first visit: that is not a repaint
+        tmux.run("send-keys", "-t", "ui", key)
+        tmux.wait_for("ui", text, present, timeout=30)
+        time.sleep(0.5)
     results: dict[str, list[float]] = {label: [] for *_, label in hops}
     for _ in range(samples):
         for key, text, present, label in hops:

@@ -21,6 +21,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.widget import AwaitMount
 from textual.worker import Worker, get_current_worker
 
 from smoltui.engine.errors import UserError
@@ -100,6 +101,8 @@ class SmolApp(App[None]):
         self.device = device
         self.clock = clock
         self.recent_sources: list[str] = []  # models loaded this session, newest first (the Model input suggests them)
+        self._built_modes = {start_mode}
+        self._building_mode = False
         self._pulse_worker: Worker | None = None
         self._pulse_reader = PulseReader(self.workspace, start_run)
 
@@ -107,6 +110,18 @@ class SmolApp(App[None]):
 
     def mode_available(self, mode: str) -> bool:
         return mode in self.MODES
+
+    def switch_mode(self, mode: str) -> AwaitMount:
+        self._building_mode = mode not in self._built_modes
+        self._built_modes.add(mode)
+        return super().switch_mode(mode)
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        """Textual calls this on every mode switch, to hold the screen for 50 ms while it is built. A screen is
+        built on its first visit only, and the hold was most of a key's latency, so later switches paint at once.
+        """
+        if self._building_mode:
+            super().delay_update(delay)
 
     def action_go(self, mode: str) -> None:
         if mode == "train" and not self.mode_available("train"):

@@ -490,7 +490,7 @@ async def test_a_run_started_from_the_form_trains_pauses_resumes_and_stops(works
             "corpus": str(corpus),
             "context": "32",
             "batch_size": "4",
-            "max_steps": "200",
+            "max_steps": "100000",  # far more than the test waits for: it must not finish first
             "eval_every": "20",
             "sample_every": "20",
         }.items():

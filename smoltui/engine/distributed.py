@@ -94,6 +94,12 @@ class Distributed:
         torch_dist.all_gather_object(gathered, obj)
         return gathered
 
-    def close(self) -> None:
-        if self.active and torch_dist.is_initialized():
-            torch_dist.destroy_process_group()
+    def close(self, *, finished_together: bool) -> None:
+        """Leave the process group. After a normal end, every rank waits for the others first: a rank that tore its
+        connections down while rank 0 still wrote the final checkpoint was seen to abort in gloo ("terminate called
+        without an active exception"). After an error there is no waiting: the other ranks may be gone."""
+        if not (self.active and torch_dist.is_initialized()):
+            return
+        if finished_together:
+            torch_dist.barrier()
+        torch_dist.destroy_process_group()

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if dist.is_main:
         store.update_status("running")  # records this process as the run's trainer
         store.start_heartbeat(HEARTBEAT_EVERY_S)
+    status = None
     try:
         status = train(args.run_dir, store, dist, resume=args.resume, stop_at=args.stop_at)
     except UserError as error:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(store, dist, "crash", traceback.format_exc())
         return 1
     finally:
-        dist.close()
+        dist.close(finished_together=status is not None)
     store.close()
     return 0 if status in ("finished", "stopped") else 1
 

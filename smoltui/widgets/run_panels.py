@@ -11,10 +11,14 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from rich.style import Style
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.reactive import reactive
+from textual.renderables.bar import Bar
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
 
 from smoltui.engine.runstore import Event, Sample
 from smoltui.widgets.chart_frame import format_value
@@ -68,6 +72,33 @@ def status_content(status: str, note: str = "") -> Content:
     return Content.styled(text, f"bold {colour}")
 
 
+class StepBar(Widget):
+    """The fraction of max_steps done, drawn at the bar's current width.
+
+    Textual's ProgressBar rounds the fraction to the width the bar has when the value is set, so the same run
+    could be drawn half a cell apart depending on whether layout came first; this bar always draws what it is.
+    """
+
+    COMPONENT_CLASSES = {"step-bar--bar", "step-bar--complete"}
+    DEFAULT_CSS = """
+    StepBar {
+        width: 1fr;
+        height: 1;
+        & > .step-bar--bar { color: $primary; background: $surface; }
+        & > .step-bar--complete { color: $success; background: $surface; }
+    }
+    """
+    fraction: reactive[float] = reactive(0.0)
+
+    def render(self) -> Bar:
+        look = self.get_component_rich_style("step-bar--complete" if self.fraction >= 1 else "step-bar--bar")
+        return Bar(
+            highlight_range=(0, self.size.width * self.fraction),
+            highlight_style=Style.from_color(look.color),
+            background_style=Style.from_color(look.bgcolor),
+        )
+
+
 class RunProgress(Horizontal):
     """One line: status, step of total, a bar and the time left (or the final state)."""
 
@@ -75,8 +106,7 @@ class RunProgress(Horizontal):
     RunProgress {
         height: 1;
         & > Static { width: auto; margin-right: 2; }
-        & > ProgressBar { width: 1fr; margin-right: 2; }
-        & > ProgressBar > Bar { width: 1fr; }
+        & > #run-percent { width: 5; content-align-horizontal: right; }
         & > #run-eta { margin-right: 0; color: $text-muted; }
     }
     """
@@ -84,7 +114,8 @@ class RunProgress(Horizontal):
     def compose(self) -> ComposeResult:
         yield Static(id="run-status")
         yield Static(id="run-step")
-        yield ProgressBar(total=1, show_eta=False, id="run-bar")
+        yield StepBar(id="run-bar")
+        yield Static(id="run-percent")
         yield Static(id="run-eta")
 
     def show(self, state: RunProgressState, note: str = "", now: float | None = None) -> None:
@@ -92,7 +123,9 @@ class RunProgress(Horizontal):
         total = state.max_steps
         step_text = f"step {state.step:,}" + (f" / {total:,}" if total else "")
         self.query_one("#run-step", Static).update(step_text)
-        self.query_one(ProgressBar).update(total=max(total or 1, 1), progress=min(state.step, total or 0))
+        fraction = min(state.step / total, 1.0) if total else 0.0
+        self.query_one(StepBar).fraction = fraction
+        self.query_one("#run-percent", Static).update(f"{round(fraction * 100)}%" if total else "")
         eta = state.eta()
         if eta is not None:
             tail = f"ETA {format_duration(eta)}"

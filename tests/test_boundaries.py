@@ -36,4 +36,3 @@ def test_cli_start_up_loads_no_heavy_module(argv):
     )
     loaded = _modules_after(code)
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
-

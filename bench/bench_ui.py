@@ -223,22 +223,32 @@ def steady_tokens_per_s(workspace: Path, run_id: str) -> float:
     return statistics.median(steady)
 
 
-def train(workspace: Path, budget_s: float) -> str:
+def train(workspace: Path, budget_s: float, launched: list) -> str:
+    """Start the demo config for `budget_s` seconds; its handle joins `launched`, so no trainer outlives the bench."""
     from smoltui.cli.ui_commands import DEMO_SETTINGS
     from smoltui.engine.config import TrainConfig
     from smoltui.engine.runs import launch_run
 
     settings = {**DEMO_SETTINGS, "time_budget_s": budget_s, "sample_every": 0, "checkpoint_every": 100_000}
     handle = launch_run(TrainConfig(**settings), workspace)
+    launched.append(handle)
     return handle.run_id
 
 
-def wait_ended(workspace: Path, run_id: str) -> None:
-    from smoltui.engine.runs import attach
-
-    handle = attach(run_id, workspace)
+def wait_ended(launched: list, run_id: str) -> None:
+    """Until the trainer process itself has exited, not only its status: the next measurement needs the cores."""
+    (handle,) = [handle for handle in launched if handle.run_id == run_id]
     handle.wait(timeout=600)
-    handle.close()
+    if handle.process is not None:
+        handle.process.wait(timeout=60)
+
+
+def stop_all(launched: list) -> None:
+    for handle in launched:
+        if handle.process is not None and handle.process.poll() is None:
+            handle.process.kill()
+            handle.process.wait()
+        handle.close()
 
 
 def main() -> None:
@@ -255,17 +265,18 @@ def main() -> None:
         env = {**os.environ, "SMOLTUI_WORKSPACE": str(workspace), "TERM": "xterm-256color"}
         env.pop("TMUX", None)
         tmux = Tmux(env)
+        launched: list = []
         try:
             print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
             first_frame(tmux, workspace, runs)
 
             echo = echo_latency(tmux, samples)
-            run_id = train(workspace, 120.0)
+            run_id = train(workspace, 120.0, launched)
             time.sleep(15)  # the trainer imports torch and starts stepping
             on_train = train_screen_available()
             minimal = minimal_latency(tmux, Path(folder), samples)
             latencies = key_latency(tmux, workspace, samples, on_train)
-            wait_ended(workspace, run_id)
+            wait_ended(launched, run_id)
             print(
                 f"tmux echo of `cat`               p50 {statistics.median(echo) * 1000:5.0f} ms  "
                 f"p95 {percentile(echo, 0.95) * 1000:5.0f} ms  (floor of the measurement)"
@@ -288,15 +299,15 @@ def main() -> None:
 
             alone, watched, shares = [], [], []
             for _ in range(rounds):  # alternated, so a change in the machine's other load hits both sides
-                headless = train(workspace, budget)
-                wait_ended(workspace, headless)
+                headless = train(workspace, budget, launched)
+                wait_ended(launched, headless)
                 alone.append(steady_tokens_per_s(workspace, headless))
-                run = train(workspace, budget)
+                run = train(workspace, budget, launched)
                 tmux.start("watch", f"{SMOLTUI} watch {run} --workspace {workspace}")
                 watcher = int(tmux.run("list-panes", "-t", "watch", "-F", "#{pane_pid}").split()[0])
                 time.sleep(10)  # past the watcher's start-up and the trainer's
                 cpu_start, wall_start = process_tree_cpu_s(watcher), time.perf_counter()
-                wait_ended(workspace, run)
+                wait_ended(launched, run)
                 cpu = process_tree_cpu_s(watcher) - cpu_start
                 shares.append(cpu / (time.perf_counter() - wall_start) / os.cpu_count())
                 tmux.kill_session("watch")
@@ -317,6 +328,7 @@ def main() -> None:
             print(f"machine load average {os.getloadavg()[0]:.1f} at the end")
         finally:
             tmux.kill()
+            stop_all(launched)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,18 @@ def test_a_run_is_lost_when_its_pid_is_gone_on_this_host():
     assert effective_status({**here, "pid": child.pid}, now=1001.0) == "lost"
 
 
+def test_a_trainer_still_starting_is_not_lost_while_its_pid_lives():
+    """Importing torch from a cold disk on a busy machine can take longer than the heartbeat's 15 s."""
+    launched = {"status": "created", "heartbeat": 1000.0, "host": socket.gethostname(), "pid": 4242}
+    assert effective_status(launched, now=1090.0, pid_alive=lambda pid: True) == "created"
+    assert effective_status(launched, now=1001.0, pid_alive=lambda pid: False) == "lost"
+    assert effective_status(launched, now=1200.0, pid_alive=lambda pid: True) == "lost"  # the pid was reused
+    elsewhere = {**launched, "host": "another-box"}
+    assert effective_status(elsewhere, now=1090.0) == "created"
+    assert effective_status(elsewhere, now=1200.0) == "lost"
+    assert effective_status({"status": "created", "heartbeat": 1000.0}, now=99999.0) == "created"  # never launched
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="zombies are told apart through /proc")
 def test_an_unreaped_dead_child_counts_as_gone():
     child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 STALE_AFTER_S = 15.0
+STARTUP_GRACE_S = 120.0
 
 
 def process_alive(pid: int) -> bool:
@@ -40,17 +41,19 @@ def effective_status(
     """The stored status, except `lost` for a launched, running or paused run whose trainer is gone.
 
     Gone means: no heartbeat for `stale_after_s`, or, when the run's host is this host, its pid is not alive
-    according to `pid_alive` (None skips the pid check).
+    according to `pid_alive` (None skips the pid check). A launched trainer that has not begun gets
+    `STARTUP_GRACE_S` instead: importing torch from a cold disk on a busy machine can outlast the heartbeat's limit.
     """
     status = meta.get("status", "created")
     launched = status == "created" and meta.get("pid") is not None  # a trainer was started but has not begun
     if status not in ("running", "paused") and not launched:
         return status
+    pid = meta.get("pid")
+    here = pid_alive is not None and pid is not None and meta.get("host") == socket.gethostname()
+    if here and not pid_alive(pid):
+        return "lost"
     now = time.time() if now is None else now
     last_sign = meta.get("heartbeat") or meta.get("started_at") or meta.get("created_at")
-    if last_sign is None or now - last_sign > stale_after_s:
-        return "lost"
-    pid = meta.get("pid")
-    if pid_alive is not None and pid is not None and meta.get("host") == socket.gethostname() and not pid_alive(pid):
+    if last_sign is None or now - last_sign > (STARTUP_GRACE_S if launched else stale_after_s):
         return "lost"
     return status

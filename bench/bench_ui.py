@@ -270,16 +270,16 @@ def main() -> None:
             print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
             first_frame(tmux, workspace, runs)
 
-            echo = echo_latency(tmux, samples)
             run_id = train(workspace, 120.0, launched)
             time.sleep(15)  # the trainer imports torch and starts stepping
+            echo = echo_latency(tmux, samples)
             on_train = train_screen_available()
             minimal = minimal_latency(tmux, Path(folder), samples)
             latencies = key_latency(tmux, workspace, samples, on_train)
             wait_ended(launched, run_id)
             print(
                 f"tmux echo of `cat`               p50 {statistics.median(echo) * 1000:5.0f} ms  "
-                f"p95 {percentile(echo, 0.95) * 1000:5.0f} ms  (floor of the measurement)"
+                f"p95 {percentile(echo, 0.95) * 1000:5.0f} ms  (floor of the measurement, a run training)"
             )
             minimal_p95 = percentile(minimal, 0.95)
             print(

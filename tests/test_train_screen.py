@@ -28,7 +28,7 @@ from smoltui.screens.train import ConfirmStop, TrainScreen
 from smoltui.widgets import run_feed
 from smoltui.widgets.line_chart import LineChart
 from smoltui.widgets.run_feed import RunDelta, RunFeed, RunProgressState, bucket_points, eta_seconds
-from smoltui.widgets.run_panels import format_clock, format_count, format_duration
+from smoltui.widgets.run_panels import format_clock, format_compact, format_duration
 from smoltui.widgets.run_settings import FIELDS, LEFT_OUT, field_of, format_setting, parse_number, parse_setting
 
 APP_CSS = Path(smoltui.__file__).parent / "smoltui.tcss"
@@ -200,6 +200,13 @@ async def open_form(pilot) -> TrainScreen:
     return screen
 
 
+async def wait_for_final_read(pilot, dashboard) -> None:
+    """Until an ended run's last data is on screen: the feeds have read it, and the message carrying it is handled."""
+    await wait_until(pilot, lambda: dashboard.feeds and not dashboard.polling, "the final read")
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
 async def open_run(pilot, run_ref: str, overlay=()) -> TrainScreen:
     screen = pilot.app.screen
     screen.show_run(run_ref, overlay)
@@ -319,7 +326,7 @@ async def test_a_finished_run_shows_its_curves_numbers_samples_and_events(worksp
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_run(pilot, "latest")
         dashboard = screen.dashboard
-        await wait_until(pilot, lambda: all(feed.ended for feed in dashboard.feeds), "the final read")
+        await wait_for_final_read(pilot, dashboard)
         chart = dashboard.loss_chart
         assert chart.series_names == ["train loss", "val loss"]
         assert len(chart.series("train loss")) == 600 and len(chart.series("val loss")) == 12
@@ -619,7 +626,7 @@ def test_progress_numbers_eta_and_formats():
         "1h04m",
         "2d07h",
     )
-    assert (format_clock(62), format_clock(3723), format_count(1234), format_count(1_234_567)) == (
+    assert (format_clock(62), format_clock(3723), format_compact(1234), format_compact(1_234_567)) == (
         "1:02",
         "1:02:03",
         "1,234",

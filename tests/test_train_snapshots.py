@@ -8,7 +8,7 @@ Nothing in them depends on when or where they are taken: the runs are written by
 from __future__ import annotations
 
 import pytest
-from test_train_screen import TrainTestApp, wait_until, write_run
+from test_train_screen import TrainTestApp, wait_for_final_read, wait_until, write_run
 from textual.widgets import Input
 
 SIZES = pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
@@ -38,11 +38,8 @@ def show_run(run_ref: str, overlay=(), theme: str | None = None):
             pilot.app.theme = theme
         screen = pilot.app.screen
         screen.show_run(run_ref, overlay)
-        dashboard = screen.dashboard
-        await wait_until(pilot, lambda: dashboard.feeds and not dashboard.polling, "the final read")
-        await pilot.app.workers.wait_for_complete()
+        await wait_for_final_read(pilot, screen.dashboard)
         await pilot.pause(0.1)
-        await pilot.pause()
 
     return run_before
 

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
+from smoltui.formatting import format_bytes
 
 
 @app.command()
@@ -53,7 +54,7 @@ def info(
         ("context", str(summary.context)),
         ("vocab", f"{summary.vocab:,}"),
         ("dtype / device", f"{summary.dtype} / {summary.device}"),
-        ("memory", _bytes(summary.bytes)),
+        ("memory", format_bytes(summary.bytes)),
     ]
     for name, value in rows:
         facts.add_row(name, value)
@@ -97,11 +98,3 @@ def corpus(
     facts.add_row("tokens", f"{len(tokenized.ids):,}" + (" (from cache)" if tokenized.cache_hit else ""))
     facts.add_row("train / val", f"{len(tokenized.train):,} / {len(tokenized.val):,} tokens (last 5% is validation)")
     console.print(facts)
-
-
-def _bytes(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} B"

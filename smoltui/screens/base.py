@@ -223,14 +223,6 @@ def format_step(step: int | None, max_steps: int | None) -> str:
     return f"{step}/{max_steps}" if max_steps else str(step)
 
 
-def format_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} GiB"
-
-
 def format_ago(timestamp: float | None, now: float | None = None) -> str:
     """How long ago `timestamp` was, in its largest unit: 5s ago, 3m ago, 2h ago, 4d ago."""
     if timestamp is None:

@@ -22,8 +22,9 @@ from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from smoltui.engine.presets import preset_names
+from smoltui.formatting import format_bytes
 from smoltui.messages import ModelLoaded, ModelLoadProgressed
-from smoltui.screens.base import SmolScreen, format_bytes, format_count
+from smoltui.screens.base import SmolScreen, format_count
 
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel, ModuleRow

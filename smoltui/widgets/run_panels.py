@@ -56,7 +56,7 @@ def format_clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
-def format_count(value: float) -> str:
+def format_compact(value: float) -> str:
     """1234 -> "1,234", 1234567 -> "1.23M"."""
     if abs(value) < 100_000:
         return f"{value:,.0f}"
@@ -148,9 +148,9 @@ def details_content(state: RunProgressState, now: float | None = None) -> Conten
     if elapsed is not None:
         add("elapsed", format_duration(elapsed))
     if state.tokens_seen is not None:
-        add("tokens", format_count(state.tokens_seen))
+        add("tokens", format_compact(state.tokens_seen))
     if state.recent_tokens_per_s:
-        add("tok/s", format_count(state.recent_tokens_per_s[-1]))
+        add("tok/s", format_compact(state.recent_tokens_per_s[-1]))
     if state.last_train is not None and math.isfinite(state.last_train):
         add("train", format_value(state.last_train))
     if state.last_val is not None and math.isfinite(state.last_val):

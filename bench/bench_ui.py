@@ -5,9 +5,9 @@
 2. key-press repaint latency (a mode key until the new screen shows) while a run trains on every core, against
    the same keys in a minimal Textual app with two modes (a label, a one-row table) on the same machine, and
    tmux's own echo of `cat`, the floor of the measurement (target p95 < 100 ms);
-3. what watching costs a run: tokens/s of the demo config with one `smoltui watch` attached, against the same
-   config headless, back to back (target >= 0.95x); and, since other load on the machine moves that ratio by
-   more than the watcher does, the share of the cores the watcher used, which bounds its cost.
+3. what watching costs a run: tokens/s of one demo-config run in windows with one `smoltui watch` attached,
+   against its windows without (target >= 0.95x); and the share of the cores the watcher used, which bounds
+   its cost.
 
 Run: uv run python bench/bench_ui.py [--quick]   (needs tmux; prints, never asserts)
 """
@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 SMOLTUI = Path(sys.executable).parent / "smoltui"
+SETTLE_S = 4.0  # of each watch-cost window, left out
 WIDTH, HEIGHT = 120, 40
 
 
@@ -194,6 +195,11 @@ def key_latency(tmux: Tmux, workspace: Path, samples: int, train_screen: bool) -
 # ---- 3. what watching costs ------------------------------------------------------------------------------------
 
 
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_tree_cpu_s(root_pid: int) -> float:
     """CPU seconds (user + system) used so far by `root_pid` and its descendants."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -213,14 +219,62 @@ def process_tree_cpu_s(root_pid: int) -> float:
     return total
 
 
-def steady_tokens_per_s(workspace: Path, run_id: str) -> float:
+def watch_cost(tmux: Tmux, workspace: Path, launched: list, pairs: int, window_s: float, options: str = "") -> None:
+    """One run, its steps split into windows with and without a `smoltui watch` attached, in the order
+    (alone, watched), (watched, alone), ... so a drift in the machine's other load falls on both sides alike.
+
+    Comparing windows of one run rather than two runs removes the run-to-run spread (±5 % here), which was
+    larger than the watcher's cost. Each window's first `SETTLE_S` are left out: the watcher's start-up (a Python
+    import) and its exit are not watching.
+    """
     from smoltui.engine.runs import attach
 
+    run_id = train(workspace, pairs * 2 * window_s + 20.0, launched)
     handle = attach(run_id, workspace)
-    values = [value for _, value in handle.metrics_since("tokens_per_s")]
+    while (handle.store.last_metric("tokens_per_s") or (0,))[0] < 5:  # the trainer imports torch and starts
+        time.sleep(0.5)
+    order = [
+        kind for pair in range(pairs) for kind in (("alone", "watched") if pair % 2 == 0 else ("watched", "alone"))
+    ]
+    windows, shares, terminal_shares = [], [], []
+    tmux_server = int(tmux.run("display-message", "-p", "#{pid}").strip())
+    for kind in order:
+        if kind == "watched":
+            tmux.start("watch", f"{SMOLTUI} watch {run_id} --workspace {workspace} {options}")
+            watcher = int(tmux.run("list-panes", "-t", "watch", "-F", "#{pane_pid}").split()[0])
+        time.sleep(SETTLE_S)
+        first = handle.store.last_metric("tokens_per_s")[0]
+        cpu_start, wall_start = (process_tree_cpu_s(watcher) if kind == "watched" else 0.0), time.perf_counter()
+        terminal_start = process_cpu_s(tmux_server)
+        time.sleep(window_s - SETTLE_S)
+        last = handle.store.last_metric("tokens_per_s")[0]
+        if kind == "watched":
+            cpu, wall = process_tree_cpu_s(watcher) - cpu_start, time.perf_counter() - wall_start
+            shares.append(cpu / wall / os.cpu_count())
+            terminal_shares.append((process_cpu_s(tmux_server) - terminal_start) / wall / os.cpu_count())
+            tmux.kill_session("watch")
+        windows.append((kind, first, last))
+    values = dict(handle.metrics_since("tokens_per_s"))
     handle.close()
-    steady = values[len(values) // 5 :] or values
-    return statistics.median(steady)
+    speed = {"alone": [], "watched": []}
+    for kind, first, last in windows:
+        speed[kind].append(statistics.median(values[step] for step in range(first + 1, last + 1)))
+    alone, watched = statistics.mean(speed["alone"]), statistics.mean(speed["watched"])
+    spread = (max(speed["alone"]) - min(speed["alone"])) / alone
+    ratio = watched / alone
+    verdict = "ok" if ratio >= 0.95 else "UNDER the 0.95x target"
+    print(
+        f"demo run, no watcher             {alone:7.0f} tokens/s  (reference: {pairs} window(s) of {window_s:.0f} s in "
+        f"one run; they differ by {spread * 100:.1f} %)"
+    )
+    print(
+        f"demo run, a watch attached       {watched:7.0f} tokens/s  {ratio:4.2f}x reference  ({pairs} window(s) "
+        f"between them)  {verdict}"
+    )
+    print(
+        f"the watcher's share of the {os.cpu_count()} cores  {statistics.mean(shares) * 100:5.1f} %  (and the terminal "
+        f"drawing it, tmux: {statistics.mean(terminal_shares) * 100:.1f} %)"
+    )
 
 
 def train(workspace: Path, budget_s: float, launched: list) -> str:
@@ -257,7 +311,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         sys.exit("bench_ui needs tmux")
-    runs, samples, budget, rounds = (3, 10, 25.0, 1) if args.quick else (7, 30, 45.0, 2)
+    runs, samples, pairs, window = (3, 10, 1, 15.0) if args.quick else (7, 30, 3, 20.0)
     from smoltui.app import train_screen_available
 
     with tempfile.TemporaryDirectory(prefix="smoltui-bench-") as folder:
@@ -297,34 +351,7 @@ def main() -> None:
             if not on_train:
                 print("  (the Train screen is not in this build: measured on Home and Runs only)")
 
-            alone, watched, shares = [], [], []
-            for _ in range(rounds):  # alternated, so a change in the machine's other load hits both sides
-                headless = train(workspace, budget, launched)
-                wait_ended(launched, headless)
-                alone.append(steady_tokens_per_s(workspace, headless))
-                run = train(workspace, budget, launched)
-                tmux.start("watch", f"{SMOLTUI} watch {run} --workspace {workspace}")
-                watcher = int(tmux.run("list-panes", "-t", "watch", "-F", "#{pane_pid}").split()[0])
-                time.sleep(10)  # past the watcher's start-up and the trainer's
-                cpu_start, wall_start = process_tree_cpu_s(watcher), time.perf_counter()
-                wait_ended(launched, run)
-                cpu = process_tree_cpu_s(watcher) - cpu_start
-                shares.append(cpu / (time.perf_counter() - wall_start) / os.cpu_count())
-                tmux.kill_session("watch")
-                watched.append(steady_tokens_per_s(workspace, run))
-            ratio = statistics.mean(watched) / statistics.mean(alone)
-            verdict = "ok" if ratio >= 0.95 else "UNDER the 0.95x target"
-            spread = (max(alone) - min(alone)) / statistics.mean(alone)
-            print(
-                f"demo run headless                {statistics.mean(alone):7.0f} tokens/s  (reference, mean of "
-                f"{rounds}; they differ by {spread * 100:.1f} %)"
-            )
-            print(
-                f"demo run with a watch attached   {statistics.mean(watched):7.0f} tokens/s  {ratio:4.2f}x reference  "
-                f"{verdict}"
-            )
-            share = statistics.mean(shares)
-            print(f"the watcher's share of the {os.cpu_count()} cores  {share * 100:5.1f} %")
+            watch_cost(tmux, workspace, launched, pairs, window)
             print(f"machine load average {os.getloadavg()[0]:.1f} at the end")
         finally:
             tmux.kill()

@@ -166,7 +166,8 @@ def test_train_detach_then_runs_stop_and_export(tmp_path, workspace):
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["run_id"] == run_id and row["status"] == "running" and row["model"] == "tiny"
     table = run("runs", *common)
-    assert run_id[:12] in table.stdout and "running" in table.stdout
+    (line,) = [line for line in table.stdout.splitlines() if run_id in line]  # one line per run, even at 80 wide
+    assert "running" in line and "tiny" in line and line.rstrip().endswith("ago")
     assert run("pause", run_id, *common).exit_code == 0
     assert run("resume", run_id, *common).exit_code == 0
     stopped = run("stop", run_id, *common)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
 from smoltui.engine.errors import UserError
@@ -227,22 +228,31 @@ def runs(
     if not found:
         console.print("no runs yet; start one with `smoltui train` (or `smoltui demo`).")
         return
-    table = Table(box=None)
-    table.add_column("run", no_wrap=True, min_width=max(len(summary.run_id) for summary in found))
-    for name in ("status", "model", "step", "train loss", "val loss", "tok/s", "started"):
-        table.add_column(name, overflow="fold")
-    for summary in found:
-        step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
-        table.add_row(
+    rows = [
+        (
             summary.run_id,
             _status_markup(summary.status),
             summary.model,
-            step,
+            "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}",
             _number(summary.train_loss),
             _number(summary.val_loss),
             _number(summary.tokens_per_s, "{:,.0f}"),
             _ago(summary.started),
         )
+        for summary in found
+    ]
+    # One line per run at any width: the id, status and numbers keep their width; model names and ages give way.
+    table = Table(box=None, collapse_padding=True, pad_edge=False)
+    for index, name in enumerate(("run", "status", "model", "step", "train", "val", "tok/s", "started")):
+        if name in ("model", "started"):
+            table.add_column(name, no_wrap=True, overflow="ellipsis")
+        else:
+            widest = max(len(Text.from_markup(row[index])) for row in rows)
+            table.add_column(
+                name, no_wrap=True, min_width=max(widest, len(name)), justify="left" if index < 2 else "right"
+            )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 
@@ -251,7 +261,7 @@ def _status_markup(status: str) -> str:
     return f"[{colour.get(status, 'white')}]{status}[/]"
 
 
-def _number(value: float | None, pattern: str = "{:.4f}") -> str:
+def _number(value: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from bench_chart import median_ms  # bench/ is on the path when a benchmark runs as a script
 from textual import events
 from textual.app import App, ComposeResult
 from textual.reactive import reactive
@@ -82,19 +83,20 @@ class ChartApp(App[None]):
         yield chart
 
 
-def median_ms(call: Callable[[], object], runs: int = 15) -> float:
-    call()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
-
-
 def loss(step):
     """A falling loss with wiggles; takes a step number or an array of them."""
     return 1.5 + 3.0 * np.exp(-step / 200_000) + 0.1 * np.sin(step)
+
+
+def step_metrics(step: int) -> dict[str, float]:
+    """What a trainer logs at each step, with the falling loss."""
+    return {
+        "train/loss": float(loss(step)),
+        "lr": 3e-4,
+        "grad_norm": 1.0,
+        "tokens_per_s": 1e4,
+        "tokens_seen": step * 128,
+    }
 
 
 def write_long_run(workspace: Path, run_id: str) -> Path:
@@ -102,16 +104,7 @@ def write_long_run(workspace: Path, run_id: str) -> Path:
     with RunStore.create(run_dir, run_id, {"model_source": "tiny", "corpus": "x.txt", "max_steps": POINTS}) as store:
         store.flush_interval_s = math.inf
         for step in range(1, POINTS + 1):
-            store.log_metrics(
-                step,
-                {
-                    "train/loss": float(loss(step)),
-                    "lr": 3e-4,
-                    "grad_norm": 1.0,
-                    "tokens_per_s": 1e4,
-                    "tokens_seen": step * 128,
-                },
-            )
+            store.log_metrics(step, step_metrics(step))
             if step % 1000 == 0:
                 store.log_metrics(step, {"val/loss": float(loss(step)) + 0.1})
             if step % 20_000 == 0:
@@ -211,16 +204,7 @@ async def bench_poll(root: Path) -> None:
         nonlocal step
         for _ in range(count):
             step += 1
-            writer.log_metrics(
-                step,
-                {
-                    "train/loss": float(loss(step)),
-                    "lr": 3e-4,
-                    "grad_norm": 1.0,
-                    "tokens_per_s": 1e4,
-                    "tokens_seen": step * 128,
-                },
-            )
+            writer.log_metrics(step, step_metrics(step))
         writer.flush()
 
     log_steps(10_000)

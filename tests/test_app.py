@@ -17,10 +17,11 @@ from smoltui.app import SmolApp, quit_message
 from smoltui.cli import app as cli_app
 from smoltui.cli.ui_commands import is_loopback
 from smoltui.engine.config import TrainConfig
+from smoltui.screens.confirm import ConfirmDelete
 from smoltui.screens.help import HelpScreen, declared_bindings
 from smoltui.screens.home import HomeScreen
 from smoltui.screens.model import ModelScreen, find_model_folders
-from smoltui.screens.runs import ConfirmDelete, RunsScreen
+from smoltui.screens.runs import RunsScreen
 
 SIZE = (120, 40)
 

@@ -24,7 +24,8 @@ import smoltui
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.runs import TERMINAL_STATUSES, attach, list_runs
 from smoltui.engine.runstore import RunStore
-from smoltui.screens.train import ConfirmStop, TrainScreen
+from smoltui.screens.confirm import ConfirmStop
+from smoltui.screens.train import TrainScreen
 from smoltui.widgets import run_feed
 from smoltui.widgets.line_chart import LineChart
 from smoltui.widgets.run_feed import RunDelta, RunFeed, RunProgressState, bucket_points, eta_seconds

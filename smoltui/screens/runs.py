@@ -6,12 +6,10 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from textual import work
-from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import Button, DataTable, Label
+from textual.widgets import DataTable, Label
 
 from smoltui.messages import RunsListed
 from smoltui.screens.base import (
@@ -25,6 +23,7 @@ from smoltui.screens.base import (
     status_text,
     sync_table,
 )
+from smoltui.screens.confirm import ConfirmDelete
 
 MARK = "●"
 COLUMNS = (
@@ -38,36 +37,6 @@ COLUMNS = (
     ("tok/s", "speed"),
     ("started", "started"),
 )
-
-
-class ConfirmDelete(ModalScreen[bool]):
-    """Asks before a run's folder (store, checkpoints, log) is deleted for good."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Delete", tooltip="Delete the run's folder."),
-        Binding("n,escape", "answer(False)", "Keep", tooltip="Keep the run."),
-    ]
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-panel"):
-            yield Label(f"Delete run {self.run_id}?", id="confirm-title")
-            yield Label("Its metrics, samples, checkpoints and log go for good.")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Delete (y)", variant="error", id="yes")
-                yield Button("Keep (n)", variant="primary", id="no")
-
-    def on_mount(self) -> None:
-        self.query_one("#no", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, delete: bool) -> None:
-        self.dismiss(delete)
 
 
 class RunsScreen(SmolScreen):

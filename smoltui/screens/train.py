@@ -11,71 +11,18 @@ from collections.abc import Sequence
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, ContentSwitcher, Static
+from textual.widgets import ContentSwitcher
 from textual.worker import Worker, WorkerState
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.runs import TERMINAL_STATUSES, RunHandle, launch_run
 from smoltui.screens.base import SmolScreen
+from smoltui.screens.confirm import ConfirmStop
 from smoltui.screens.train_form import TrainForm
 from smoltui.widgets.run_dashboard import RunDashboard
 
 CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
 DASHBOARD_ACTIONS = CONTROL_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
-
-
-class ConfirmStop(ModalScreen[bool]):
-    """Asks before a run is stopped: y stops it, n or escape keeps it running."""
-
-    DEFAULT_CSS = """
-    ConfirmStop {
-        align: center middle;
-        #confirm-panel {
-            width: 64;
-            max-width: 90%;
-            height: auto;
-            border: thick $error;
-            background: $surface;
-            padding: 1 2;
-        }
-        #confirm-title { text-style: bold; margin-bottom: 1; }
-        #confirm-detail { color: $text-muted; }
-        #confirm-buttons { height: auto; margin-top: 1; align-horizontal: right; }
-        #confirm-buttons Button { margin-left: 2; }
-    }
-    """
-
-    BINDINGS = [
-        Binding("y", "answer(True)", "Stop the run"),
-        Binding("n,escape", "answer(False)", "Keep it running"),
-    ]
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-panel"):
-            yield Static(f"Stop run {self.run_id}?", id="confirm-title")
-            yield Static(
-                f"The trainer saves a checkpoint and exits; `smoltui train --resume {self.run_id}` continues it.",
-                id="confirm-detail",
-            )
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Stop run (y)", variant="error", id="confirm-stop")
-                yield Button("Keep running (n)", id="confirm-keep")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-keep", Button).focus()
-
-    @on(Button.Pressed)
-    def _pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-stop")
-
-    def action_answer(self, stop: bool) -> None:
-        self.dismiss(stop)
 
 
 class TrainScreen(SmolScreen):

@@ -33,14 +33,14 @@ from textual import events
 from textual.app import App, ComposeResult
 from textual.reactive import reactive
 
+from smoltui.engine import run_feed
 from smoltui.engine.config import TrainConfig
+from smoltui.engine.run_feed import RunFeed
 from smoltui.engine.runs import attach, launch_run
 from smoltui.engine.runstore import RunStore
 from smoltui.screens.train import TrainScreen
-from smoltui.widgets import run_feed
 from smoltui.widgets.line_chart import LineChart
 from smoltui.widgets.run_dashboard import RunDashboard
-from smoltui.widgets.run_feed import RunFeed
 
 SIZE = (120, 40)
 POINTS = 1_000_000
@@ -59,9 +59,6 @@ class DashboardApp(App[None]):
         super().__init__()
         self.workspace, self.read_only, self.refresh_fps = workspace, False, refresh_fps
         self.displays: list[float] = []
-
-    def mode_available(self, mode: str) -> bool:
-        return mode == "train"
 
     def on_mount(self) -> None:
         self.push_screen(TrainScreen())

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib.util
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -26,37 +25,20 @@ from textual.widget import AwaitMount
 from textual.worker import Worker, get_current_worker
 
 from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import ACTIVE_STATUSES, Metric
 from smoltui.engine.workspace import workspace_path
 from smoltui.messages import RunPulse
-from smoltui.screens.base import ACTIVE_STATUSES, TABS
+from smoltui.screens import SCREENS
 from smoltui.screens.help import HelpScreen, declared_bindings
-from smoltui.screens.home import HomeScreen
-from smoltui.screens.model import ModelScreen
-from smoltui.screens.runs import RunsScreen
 
-TRAIN_MODULE = "smoltui.screens.train"
+if TYPE_CHECKING:
+    from smoltui.engine.models import LoadedModel
+    from smoltui.screens.train import TrainScreen
+
 MOUNT_WAIT_S = 5.0  # how long a call waits for the Train screen to finish mounting
 SETTLE_S = 1.0  # after a screen is first built, wait this long before freezing what it made (see _freeze_built)
 PULSE_S = 1.0  # the header's numbers are read once a second (the Train screen polls at refresh_fps)
 RESCAN_EVERY_S = 5.0  # how often the header looks for a newer active run; the tracked run is read every frame
-
-
-def train_screen_available() -> bool:
-    return importlib.util.find_spec(TRAIN_MODULE) is not None
-
-
-def _train_screen() -> Screen:
-    """The Train screen, imported on first use: it brings the chart widget (and numpy) with it."""
-    from smoltui.screens.train import TrainScreen
-
-    return TrainScreen()
-
-
-def _modes() -> dict[str, Callable[[], Screen]]:
-    modes: dict[str, Callable[[], Screen]] = {"home": HomeScreen, "model": ModelScreen, "runs": RunsScreen}
-    if train_screen_available():
-        modes["train"] = _train_screen
-    return {mode: modes[mode] for mode in TABS if mode in modes}
 
 
 class SmolApp(App[None]):
@@ -64,18 +46,20 @@ class SmolApp(App[None]):
 
     TITLE = "smoltui"
     CSS_PATH = "smoltui.tcss"
-    MODES = _modes()
+    MODES = {entry.mode: entry.make for entry in SCREENS}  # each screen's module is imported on its first visit
     DEFAULT_MODE = "home"
     BINDINGS: ClassVar[list[BindingType]] = [
         *(
-            Binding(str(number), f"go('{mode}')", title, show=False, tooltip=f"Show the {title} screen.")
-            for number, (mode, title) in enumerate(TABS.items(), start=1)
+            Binding(
+                entry.key, f"go('{entry.mode}')", entry.title, show=False, tooltip=f"Show the {entry.title} screen."
+            )
+            for entry in SCREENS
         ),
         Binding("question_mark", "help", "Keys", key_display="?", tooltip="List every key of every screen."),
         Binding("q", "quit", "Quit", tooltip="Leave smoltui; runs keep training."),
     ]
 
-    session_model = reactive(None, always_update=True)  # the LoadedModel of the Model screen, or None
+    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the Model screen's model
     pulse: reactive[RunPulse | None] = reactive(None)
 
     def __init__(
@@ -108,10 +92,7 @@ class SmolApp(App[None]):
         self._pulse_worker: Worker | None = None
         self._pulse_reader = PulseReader(self.workspace, start_run)
 
-    # -- modes ---------------------------------------------------------------------------------------------
-
-    def mode_available(self, mode: str) -> bool:
-        return mode in self.MODES
+    # -- modes: the Workbench interface the screens use (see screens.base) ----------------------------------
 
     def switch_mode(self, mode: str) -> AwaitMount:
         self._building_mode = mode not in self._built_modes
@@ -127,30 +108,24 @@ class SmolApp(App[None]):
         if self._building_mode:
             super().delay_update(delay)
 
-    def action_go(self, mode: str) -> None:
-        if mode == "train" and not self.mode_available("train"):
-            self.notify("the Train screen is not part of this build.", severity="warning")
-            return
+    def go(self, mode: str) -> None:
         self.switch_mode(mode)
+
+    def action_go(self, mode: str) -> None:
+        self.go(mode)
 
     def open_run(self, run_ref: str, overlay: Sequence[str] = ()) -> None:
         """Show a run's dashboard on the Train screen, with other runs' curves overlaid."""
-        if not self.mode_available("train"):
-            self.notify(f"the Train screen is not part of this build; `smoltui runs` lists {run_ref}.")
-            return
         overlay = tuple(overlay)
         self._on_train_screen(lambda screen: screen.show_run(run_ref, overlay))
 
     def open_train_form(self) -> None:
-        if not self.mode_available("train"):
-            self.notify("the Train screen is not part of this build; `smoltui train` starts a run.")
-            return
         self._on_train_screen(lambda screen: screen.show_form())
 
-    def _on_train_screen(self, call: Callable[[Screen], None]) -> None:
+    def _on_train_screen(self, call: Callable[[TrainScreen], None]) -> None:
         """Switch to the Train screen and `call` it once it is mounted (the first switch builds it)."""
         self.switch_mode("train")
-        screen = self.screen
+        screen: TrainScreen = self.screen  # type: ignore[assignment]
         if screen.is_mounted:
             call(screen)
             return
@@ -166,7 +141,7 @@ class SmolApp(App[None]):
     def open_model(self, *, new: bool) -> None:
         """The Model screen with its input focused: a preset to build (`new`) or any source to load."""
         self.switch_mode("model")
-        self.screen.begin(new=new)  # type: ignore[attr-defined]
+        self.screen.begin(new=new)  # type: ignore[attr-defined]  # the Model screen's own entry point
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -219,11 +194,12 @@ class SmolApp(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's own commands, the screens by name, and every key of this screen and of the app."""
         yield from super().get_system_commands(screen)
-        for number, (mode, title) in enumerate(TABS.items(), start=1):
-            if self.mode_available(mode):
-                yield SystemCommand(
-                    f"{title} screen", f"Go to the {title} screen (key {number}).", partial(self.action_go, mode)
-                )
+        for entry in SCREENS:
+            yield SystemCommand(
+                f"{entry.title} screen",
+                f"Go to the {entry.title} screen (key {entry.key}).",
+                partial(self.go, entry.mode),
+            )
         yield SystemCommand("Keys of every screen", "List every key of every screen (key ?).", self.action_help)
         seen = {"go", "help", "quit"}
         for binding in declared_bindings(type(screen), own=True):
@@ -286,7 +262,7 @@ class PulseReader:
             return None
         try:
             meta = self._store.meta()
-            last = self._store.last_metric("train/loss")
+            last = self._store.last_metric(Metric.TRAIN_LOSS)
         except sqlite3.Error:  # the run was deleted under us: the next rescan finds what is left
             self.close()
             return None

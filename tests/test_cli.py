@@ -113,7 +113,7 @@ def _corrupt_folder(tmp_path):
         (lambda tmp: ["train", "--lr", "-1", "--detach"], "lr must be above 0"),
         (lambda tmp: ["train", "--schedule", "wavy", "--detach"], "schedule 'wavy' is not one of"),
         (lambda tmp: ["train", "--hook", "magic", "--detach"], "unknown hook 'magic'"),
-        (lambda tmp: ["train", "--set", "n_layer", "--detach"], "--set takes NAME=VALUE"),
+        (lambda tmp: ["train", "--set", "n_layer", "--detach"], "overrides take name=value pairs"),
         (lambda tmp: ["stop", "no-such-run"], "smoltui train"),
         (lambda tmp: ["export-metrics", "latest", "--format", "xml"], "--format 'xml' is not csv or jsonl"),
     ],

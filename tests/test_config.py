@@ -62,6 +62,7 @@ def test_bad_values_get_one_sentence(changes, fragment):
         TrainConfig(**changes)
     message = str(caught.value)
     assert fragment in message
+    assert caught.value.field == next(iter(changes))  # the form marks this field
     assert "\n" not in message and message.endswith(".")
 
 

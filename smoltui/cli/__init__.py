@@ -7,15 +7,42 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer._click.exceptions import ClickException, UsageError  # typer's own copy of click
+from typer.core import TyperGroup
 
 from smoltui import __version__
 from smoltui.engine.errors import UserError
 
+
+class OneLineErrors(TyperGroup):
+    """The command group, with a mistyped command line told in one line like every other mistake.
+
+    typer draws a usage line, a hint and a box around a bad option or value (`--lr abc`); here it is
+    "error: <click's sentence>; `smoltui <command> --help` lists the options." and exit status 2.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as error:
+            context = getattr(error, "ctx", None)
+            hint = f"; `{context.command_path} --help` lists the options" if context is not None else ""
+            message = escape(error.format_message().rstrip("."))
+            error_console.print(f"[bold red]error:[/] {message}{hint}.", highlight=False, soft_wrap=True, markup=True)
+            sys.exit(2 if isinstance(error, UsageError) else error.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
+    rich_markup_mode=None,
     name="smoltui",
     help="A keyboard-driven terminal workbench for small language models.",
     no_args_is_help=False,

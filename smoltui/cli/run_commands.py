@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -9,122 +10,159 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
+from smoltui.engine.config import SETTINGS, Setting, format_setting, parse_overrides, parse_setting
 from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import NOTABLE_EVENTS, EventKind, RunStatus
+from smoltui.formatting import format_ago, format_loss, format_rate, format_step, last_line, status_markup
 
 FOLLOW_POLL_S = 0.5
 
 
-def _option(help_text: str, *names: str) -> Any:
-    return typer.Option(*names, help=help_text, show_default=False)
+# Option metavars by setting kind; every setting is read as text and checked by TrainConfig, so `--lr abc` gets
+# the same sentence as the form ("lr must be a number, not 'abc'.") and numbers read leniently (3e-4, 1_000).
+_METAVARS = {
+    "int": "INT",
+    "float": "NUMBER",
+    "text": "TEXT",
+    "choice": "CHOICE",
+    "list": "TEXT",
+    "mapping": "NAME=VALUE",
+}
 
 
-@app.command()
-@reports_user_errors
+def _setting_help(spec: Setting) -> str:
+    if spec.optional:
+        return f"{spec.help} (default: {spec.unset})"
+    if spec.kind in ("list", "mapping", "flag"):
+        return spec.help
+    return f"{spec.help} (default {format_setting(spec.default, spec)})"
+
+
+def _setting_parameter(spec: Setting) -> inspect.Parameter:
+    """The `smoltui train` option of one TrainConfig setting, from its declaration (engine/config.py)."""
+    help_text = _setting_help(spec)
+    if spec.kind == "flag":
+        option = typer.Option(*spec.cli_flags, help=help_text, show_default=False)
+        return inspect.Parameter(
+            spec.name, inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[bool, option]
+        )
+    metavar = "|".join(spec.choices) if spec.choices else _METAVARS[spec.kind]
+    option = typer.Option(*spec.cli_flags, help=help_text, metavar=metavar, show_default=False)
+    kind = list[str] if spec.kind in ("list", "mapping") else str
+    return inspect.Parameter(
+        spec.name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+    )
+
+
+def _given_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The settings the person gave on the command line, read as the form reads its fields."""
+    given: dict[str, Any] = {}
+    for name, value in options.items():
+        spec = SETTINGS[name]
+        if value is None or (spec.kind == "flag" and not value) or value == []:
+            continue
+        if spec.kind == "mapping":
+            given[name] = parse_overrides(value)
+        elif spec.kind in ("list", "flag"):
+            given[name] = value
+        else:
+            given[name] = parse_setting(value, spec)
+    return given
+
+
 def train(
-    model: Annotated[str | None, _option("Preset, folder, Hub id or run:<id>[@step].", "--model", "--preset")] = None,
-    corpus: Annotated[str | None, _option("Text file, folder, .jsonl or builtin:pydocs.", "--corpus")] = None,
-    tokenizer: Annotated[str | None, _option("char, bpe:N, a tokenizer folder or Hub id.", "--tokenizer")] = None,
-    resume: Annotated[str | None, _option("Continue this run from its latest checkpoint.", "--resume")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Print the run id and return; the run goes on.")] = False,
-    context: Annotated[int | None, _option("Context length in tokens.", "--context")] = None,
-    batch_size: Annotated[int | None, _option("Sequences per micro-batch (default 16).", "--batch-size")] = None,
-    grad_accum: Annotated[int | None, _option("Micro-batches per optimizer step.", "--grad-accum")] = None,
-    max_steps: Annotated[int | None, _option("Optimizer steps to train for (default 5000).", "--max-steps")] = None,
-    time_budget: Annotated[float | None, _option("Stop after this many seconds.", "--time-budget")] = None,
-    lr: Annotated[float | None, _option("Peak learning rate (default 3e-4).", "--lr")] = None,
-    min_lr: Annotated[float | None, _option("Final learning rate (default lr/10).", "--min-lr")] = None,
-    warmup_steps: Annotated[int | None, _option("Linear warmup steps (default 100).", "--warmup-steps")] = None,
-    schedule: Annotated[str | None, _option("cosine, linear or constant.", "--schedule")] = None,
-    weight_decay: Annotated[float | None, _option("AdamW weight decay (default 0.1).", "--weight-decay")] = None,
-    beta1: Annotated[float | None, _option("Adam beta1 (default 0.9).", "--beta1")] = None,
-    beta2: Annotated[float | None, _option("Adam beta2 (default 0.95).", "--beta2")] = None,
-    optimizer: Annotated[str | None, _option("adamw, or muon (hidden matrices) + adamw.", "--optimizer")] = None,
-    grad_clip: Annotated[float | None, _option("Clip the gradient norm; 0 turns it off.", "--grad-clip")] = None,
-    dropout: Annotated[float | None, _option("Dropout rate (default: the model's).", "--dropout")] = None,
-    precision: Annotated[str | None, _option("auto, fp32, bf16 or fp16.", "--precision")] = None,
-    device: Annotated[str | None, _option("auto, cpu, cuda, cuda:N or mps.", "--device")] = None,
-    seed: Annotated[int | None, _option("Random seed (default 1337).", "--seed")] = None,
-    batching: Annotated[str | None, _option("random windows or sequential windows.", "--batching")] = None,
-    eval_every: Annotated[int | None, _option("Validate every N steps (default 200).", "--eval-every")] = None,
-    eval_batches: Annotated[int | None, _option("Validation batches per evaluation.", "--eval-batches")] = None,
-    sample_every: Annotated[int | None, _option("Sample every N steps; 0 turns it off.", "--sample-every")] = None,
-    sample_prompt: Annotated[str | None, _option("Prompt for the samples.", "--sample-prompt")] = None,
-    sample_length: Annotated[int | None, _option("Tokens per sample.", "--sample-length")] = None,
-    temperature: Annotated[float | None, _option("Sampling temperature.", "--temperature")] = None,
-    checkpoint_every: Annotated[int | None, _option("Checkpoint every N steps.", "--checkpoint-every")] = None,
-    keep_last: Annotated[int | None, _option("Checkpoints to keep (plus the best).", "--keep-last")] = None,
-    hook: Annotated[list[str] | None, _option("Enable a hook, e.g. activation_stats:50.", "--hook")] = None,
-    set_: Annotated[
-        list[str] | None, _option("Change a model config number, e.g. --set n_layer=2 (repeatable).", "--set")
-    ] = None,
-    trust_remote_code: Annotated[
-        bool, typer.Option("--trust-remote-code", help="Allow a model folder's own Python code to run.")
-    ] = False,
-    workspace: WorkspaceOption = None,
+    *,
+    resume: str | None,
+    detach: bool,
+    nnodes: int,
+    node_rank: int,
+    rdzv_endpoint: str | None,
+    workspace: Path | None,
+    **options: Any,
 ) -> None:
     """Train a model headless: a progress bar here, everything in the run's store for `smoltui watch`."""
     from smoltui.engine.config import TrainConfig
-    from smoltui.engine.runs import launch_run, resume_run
+    from smoltui.engine.runs import Launcher, launch_run, resume_run
 
-    given = {
-        "model": model,
-        "corpus": corpus,
-        "tokenizer": tokenizer,
-        "context": context,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "max_steps": max_steps,
-        "time_budget_s": time_budget,
-        "lr": lr,
-        "min_lr": min_lr,
-        "warmup_steps": warmup_steps,
-        "schedule": schedule,
-        "weight_decay": weight_decay,
-        "beta1": beta1,
-        "beta2": beta2,
-        "optimizer": optimizer,
-        "grad_clip": grad_clip,
-        "dropout": dropout,
-        "precision": precision,
-        "device": device,
-        "seed": seed,
-        "batching": batching,
-        "eval_every": eval_every,
-        "eval_batches": eval_batches,
-        "sample_every": sample_every,
-        "sample_prompt": sample_prompt,
-        "sample_length": sample_length,
-        "temperature": temperature,
-        "checkpoint_every": checkpoint_every,
-        "keep_last": keep_last,
-        "hooks": hook,
-        "model_overrides": _parse_overrides(set_ or []),
-        "trust_remote_code": trust_remote_code or None,
-    }
-    given = {key: value for key, value in given.items() if value is not None and value != {}}
+    given = _given_settings(options)
+    launcher = Launcher(nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     if resume:
         handle = resume_run(resume, workspace, changes=given)
     else:
-        handle = launch_run(TrainConfig.from_dict(given), workspace)
+        handle = launch_run(TrainConfig.from_dict(given), workspace, launcher=launcher)
     if detach:
         console.print(handle.run_id, highlight=False)
         return
     status = _follow(handle)
-    if status == "failed":
+    if status == RunStatus.FAILED:
         reason = next((e.message for e in reversed(handle.events()) if e.level == "error"), "see train.log")
-        error_console.print(
-            f"[bold red]run {handle.run_id} failed:[/] {reason.strip().splitlines()[-1]}", highlight=False
-        )
+        error_console.print(f"[bold red]run {handle.run_id} failed:[/] {last_line(reason)}", highlight=False)
         error_console.print(f"log: {handle.log_path()}", highlight=False)
-        raise typer.Exit(2 if any(e.kind == "bad-config" for e in handle.events()) else 1)
+        raise typer.Exit(2 if any(e.kind == EventKind.BAD_CONFIG for e in handle.events()) else 1)
+
+
+def _option(help_text: str, *names: str, **details: Any) -> Any:
+    return typer.Option(*names, help=help_text, show_default=False, **details)
+
+
+train.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in (
+            (
+                "resume",
+                Annotated[str | None, _option("Continue this run from its latest checkpoint.", "--resume")],
+                None,
+            ),
+            ("detach", Annotated[bool, _option("Print the run id and return; the run goes on.", "--detach")], False),
+        )
+    ]
+    + [_setting_parameter(spec) for spec in SETTINGS.values()]
+    + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in (
+            (
+                "nnodes",
+                Annotated[int, _option("Machines the run spans (torchrun's --nnodes).", "--nnodes", metavar="INT")],
+                1,
+            ),
+            (
+                "node_rank",
+                Annotated[
+                    int,
+                    _option(
+                        "This machine's index among them, 0 for the one that writes the run.",
+                        "--node-rank",
+                        metavar="INT",
+                    ),
+                ],
+                0,
+            ),
+            (
+                "rdzv_endpoint",
+                Annotated[
+                    str | None,
+                    _option("HOST:PORT of the machine with node rank 0.", "--rdzv-endpoint", metavar="HOST:PORT"),
+                ],
+                None,
+            ),
+            ("workspace", WorkspaceOption, None),
+        )
+    ]
+)
+app.command()(reports_user_errors(train))
 
 
 def _follow(handle) -> str:
-    """Show the run's progress until it ends; Ctrl-C asks it to stop (with a checkpoint) and waits."""
+    """Show the run's progress until it ends; Ctrl-C asks it to stop (with a checkpoint) and waits.
+
+    It reads the run as the dashboard does (RunFeed), so both show the same numbers at the same moment.
+    """
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -134,8 +172,9 @@ def _follow(handle) -> str:
         TimeRemainingColumn,
     )
 
+    from smoltui.engine.run_feed import RunFeed, RunProgressState
+
     meta = handle.meta()
-    total = meta.get("max_steps") or meta.get("config", {}).get("max_steps")
     console.print(f"run [bold]{handle.run_id}[/] · {meta.get('model_source')} on {meta.get('corpus')}", highlight=False)
     columns = (
         TextColumn("[bold]{task.fields[status]:<8}"),
@@ -148,30 +187,30 @@ def _follow(handle) -> str:
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    seen_events = 0
+    feed = RunFeed(handle)
+    state = RunProgressState()
     stopping = False
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=total, status="starting", loss="-", val="-", speed="-")
+        task = progress.add_task("train", total=meta.get("max_steps"), status="starting", loss="-", val="-", speed="-")
         while True:
             try:
-                status = handle.status()
-                latest = handle.latest_metrics()
-                step = latest["train/loss"][0] if "train/loss" in latest else 0
+                feed.poll()
+                delta = feed.take()
+                state.fold(delta)
+                speed = state.recent_tokens_per_s[-1] if state.recent_tokens_per_s else None
                 progress.update(
                     task,
-                    completed=step,
-                    status="stopping" if stopping and status == "running" else status,
-                    loss=_fmt(latest.get("train/loss")),
-                    val=_fmt(latest.get("val/loss")),
-                    speed=_fmt(latest.get("tokens_per_s"), "{:,.0f}"),
+                    completed=state.step,
+                    total=state.max_steps,
+                    status="stopping" if stopping and state.status == RunStatus.RUNNING else state.status,
+                    loss=format_loss(state.last_train),
+                    val=format_loss(state.last_val),
+                    speed=format_rate(speed),
                 )
-                for event in handle.events(seen_events):
-                    seen_events = event.id
-                    if event.level in ("warning", "error") or event.kind in ("nan", "resume", "paused", "stopped"):
-                        progress.console.print(
-                            f"[{event.level}] {event.message.strip().splitlines()[-1]}", highlight=False
-                        )
-                if status in ("finished", "stopped", "failed", "lost"):
+                for event in delta.events:
+                    if event.level in ("warning", "error") or event.kind in NOTABLE_EVENTS:
+                        progress.console.print(escape(f"[{event.level}] {last_line(event.message)}"), highlight=False)
+                if delta.final or state.status == RunStatus.LOST:
                     break
                 time.sleep(FOLLOW_POLL_S)
             except KeyboardInterrupt:
@@ -184,31 +223,12 @@ def _follow(handle) -> str:
                     f"(`smoltui train --resume {handle.run_id}` continues it)."
                 )
                 handle.stop()
-    latest = handle.latest_metrics()
     console.print(
-        f"run {handle.run_id} {status} at step {latest.get('train/loss', (0,))[0]}: "
-        f"train loss {_fmt(latest.get('train/loss'))}, val loss {_fmt(latest.get('val/loss'))}.",
+        f"run {handle.run_id} {state.status} at step {state.step}: "
+        f"train loss {format_loss(state.last_train)}, val loss {format_loss(state.last_val)}.",
         highlight=False,
     )
-    return status
-
-
-def _fmt(point: tuple[int, float] | None, pattern: str = "{:.4f}") -> str:
-    return "-" if point is None else pattern.format(point[1])
-
-
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set takes NAME=VALUE, e.g. --set n_layer=2, not {item!r}.")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        overrides[key.strip()] = value
-    return overrides
+    return state.status
 
 
 @app.command()
@@ -228,22 +248,25 @@ def runs(
     if not found:
         console.print("no runs yet; start one with `smoltui train` (or `smoltui demo`).")
         return
+    parallel = any(summary.world_size > 1 for summary in found)
     rows = [
         (
             summary.run_id,
-            _status_markup(summary.status),
+            status_markup(summary.status),
             summary.model,
-            "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}",
-            _number(summary.train_loss),
-            _number(summary.val_loss),
-            _number(summary.tokens_per_s, "{:,.0f}"),
-            _ago(summary.started),
+            format_step(summary.step, summary.max_steps),
+            *([f"{summary.world_size}"] if parallel else []),
+            format_loss(summary.train_loss),
+            format_loss(summary.val_loss),
+            format_rate(summary.tokens_per_s),
+            format_ago(summary.started),
         )
         for summary in found
     ]
+    names = ("run", "status", "model", "step", *(["procs"] if parallel else []), "train", "val", "tok/s", "started")
     # One line per run at any width: the id, status and numbers keep their width; model names and ages give way.
     table = Table(box=None, collapse_padding=True, pad_edge=False)
-    for index, name in enumerate(("run", "status", "model", "step", "train", "val", "tok/s", "started")):
+    for index, name in enumerate(names):
         if name in ("model", "started"):
             table.add_column(name, no_wrap=True, overflow="ellipsis")
         else:
@@ -254,25 +277,6 @@ def runs(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-
-
-def _status_markup(status: str) -> str:
-    colour = {"running": "green", "paused": "yellow", "failed": "red", "lost": "red", "finished": "cyan"}
-    return f"[{colour.get(status, 'white')}]{status}[/]"
-
-
-def _number(value: float | None, pattern: str = "{:.3f}") -> str:
-    return "-" if value is None else pattern.format(value)
-
-
-def _ago(timestamp: float | None) -> str:
-    if timestamp is None:
-        return "-"
-    seconds = time.time() - timestamp
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
 
 
 def _control(run: str, kind: str, workspace: Path | None, done: str) -> None:

@@ -50,11 +50,9 @@ def open_dashboard(
     fps: float = 4.0,
 ) -> None:
     """Run the dashboard in this terminal until the person quits it; runs keep going either way."""
-    from smoltui.app import SmolApp, train_screen_available
+    from smoltui.app import SmolApp
 
-    start_mode = "home"
-    if start_run is not None:
-        start_mode = "train" if train_screen_available() else "runs"
+    start_mode = "home" if start_run is None else "train"
     SmolApp(workspace, start_mode=start_mode, start_run=start_run, read_only=read_only, refresh_fps=fps).run()
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from smoltui.engine.config import parse_hook
 from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import activation_metric
 
 DEFAULT_ACTIVATION_EVERY = 50
 
@@ -51,9 +52,9 @@ class ActivationStats:
             with torch.no_grad():
                 values = hidden.detach().float()  # (B, T, hidden)
                 # Only the first micro-batch of a step is recorded: the statistics describe one forward pass.
-                self._stats.setdefault(f"act/block{index}/mean", values.mean())
-                self._stats.setdefault(f"act/block{index}/std", values.std())
-                self._stats.setdefault(f"act/block{index}/absmax", values.abs().max())
+                self._stats.setdefault(activation_metric(index, "mean"), values.mean())
+                self._stats.setdefault(activation_metric(index, "std"), values.std())
+                self._stats.setdefault(activation_metric(index, "absmax"), values.abs().max())
 
         return record
 
@@ -97,7 +98,7 @@ def _freeze(model: nn.Module, prefix: str) -> None:
     frozen = [p for name, p in model.named_parameters() if name.startswith(prefix)]
     if not frozen:
         examples = ", ".join(name for name, _ in list(model.named_parameters())[:3])
-        raise UserError(f"freeze:{prefix} matches no parameter; use a name prefix such as {examples}.")
+        raise UserError(f"freeze:{prefix} matches no parameter; use a name prefix such as {examples}.", field="hooks")
     for parameter in frozen:
         parameter.requires_grad_(False)
 

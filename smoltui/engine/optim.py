@@ -12,12 +12,13 @@ from smoltui.engine.config import TrainConfig
 
 def learning_rate(step: int, config: TrainConfig) -> float:
     """The rate for optimizer step `step` (0-based): linear warmup, then cosine, linear or constant decay."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / (config.warmup_steps + 1)
+    warmup = config.effective_warmup_steps
+    if step < warmup:
+        return config.lr * (step + 1) / (warmup + 1)
     if config.schedule == "constant":
         return config.lr
-    span = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
+    span = max(1, config.max_steps - warmup)
+    progress = min(1.0, (step - warmup) / span)
     floor = config.effective_min_lr
     if config.schedule == "linear":
         return config.lr - (config.lr - floor) * progress

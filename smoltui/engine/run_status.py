@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from smoltui.engine.run_contract import RunStatus
+
 STALE_AFTER_S = 15.0
 STARTUP_GRACE_S = 120.0
 
@@ -44,16 +46,16 @@ def effective_status(
     according to `pid_alive` (None skips the pid check). A launched trainer that has not begun gets
     `STARTUP_GRACE_S` instead: importing torch from a cold disk on a busy machine can outlast the heartbeat's limit.
     """
-    status = meta.get("status", "created")
-    launched = status == "created" and meta.get("pid") is not None  # a trainer was started but has not begun
-    if status not in ("running", "paused") and not launched:
+    status = meta.get("status", RunStatus.CREATED)
+    launched = status == RunStatus.CREATED and meta.get("pid") is not None  # a trainer was started, not begun
+    if status not in (RunStatus.RUNNING, RunStatus.PAUSED) and not launched:
         return status
     pid = meta.get("pid")
     here = pid_alive is not None and pid is not None and meta.get("host") == socket.gethostname()
     if here and not pid_alive(pid):
-        return "lost"
+        return RunStatus.LOST
     now = time.time() if now is None else now
     last_sign = meta.get("heartbeat") or meta.get("started_at") or meta.get("created_at")
     if last_sign is None or now - last_sign > (STARTUP_GRACE_S if launched else stale_after_s):
-        return "lost"
+        return RunStatus.LOST
     return status

@@ -1,4 +1,4 @@
-"""Launch, find, attach to and steer training runs. Sync for the CLI, async twins for the dashboard's event loop.
+"""Launch, find, attach to and steer training runs (the dashboard calls these from thread workers).
 
 A run is a folder `<workspace>/runs/<run_id>/` with its store `run.db`, `checkpoints/` and `train.log`. The
 trainer runs in its own process session, so it outlives whatever launched it; every handle talks to it through
@@ -7,7 +7,6 @@ the store alone. Imports no torch: the dashboard lists and watches runs before t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
@@ -22,11 +21,12 @@ from typing import Any
 from smoltui.engine.checkpoints import find_checkpoint
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.errors import UserError
+from smoltui.engine.preflight import launch_checks
+from smoltui.engine.run_contract import ACTIVE_STATUSES, TERMINAL_STATUSES, CommandKind, EventKind, Metric, RunStatus
 from smoltui.engine.run_status import effective_status
 from smoltui.engine.runstore import RunStore, list_run_dirs
 from smoltui.engine.workspace import open_workspace, runs_dir
 
-TERMINAL_STATUSES = ("finished", "stopped", "failed", "lost")
 LOG_FILE = "train.log"
 
 
@@ -45,6 +45,7 @@ class RunSummary:
     val_loss: float | None
     tokens_per_s: float | None
     started: float | None
+    world_size: int  # training processes (torchrun ranks); 1 for a plain run
 
     def to_json(self) -> dict[str, Any]:
         values = dict(self.__dict__)
@@ -85,21 +86,22 @@ class RunHandle:
 
     # -- steering
     def pause(self) -> None:
-        self._command("pause")
+        self.send(CommandKind.PAUSE)
 
     def resume(self) -> None:
-        self._command("resume")
+        self.send(CommandKind.RESUME)
 
     def stop(self) -> None:
-        self._command("stop")
+        self.send(CommandKind.STOP)
 
     def checkpoint_now(self) -> None:
-        self._command("checkpoint")
+        self.send(CommandKind.CHECKPOINT)
 
     def sample_now(self) -> None:
-        self._command("sample")
+        self.send(CommandKind.SAMPLE)
 
-    def _command(self, kind: str) -> None:
+    def send(self, kind: str) -> None:
+        """Ask the trainer for `kind` (a CommandKind); UserError when the run has ended and cannot act on it."""
         status = self.status()
         if status in TERMINAL_STATUSES:
             raise UserError(f"run {self.run_id} is {status}; `smoltui train --resume {self.run_id}` continues it.")
@@ -116,38 +118,63 @@ class RunHandle:
                     self.process.wait()
                 return status
             if exited:  # the trainer ended without a final status: it died before it could write one
-                return "lost"
+                return RunStatus.LOST
             if deadline is not None and time.monotonic() >= deadline:
                 return status
             time.sleep(poll_s)
-
-    # -- async twins for the dashboard: the store is read in a thread, never on the event loop
-    async def status_async(self) -> str:
-        return await asyncio.to_thread(self.status)
-
-    async def metrics_since_async(self, name: str, after_step: int = -1) -> list[tuple[int, float]]:
-        return await asyncio.to_thread(self.metrics_since, name, after_step)
-
-    async def samples_async(self, after_id: int = 0):
-        return await asyncio.to_thread(self.samples, after_id)
-
-    async def events_async(self, after_id: int = 0):
-        return await asyncio.to_thread(self.events, after_id)
-
-    async def send_async(self, kind: str) -> None:
-        await asyncio.to_thread(self._command, kind)
 
     def close(self) -> None:
         self.store.close()
 
 
-def launch_run(config: TrainConfig, workspace: Path | None = None, *, stop_at: int | None = None) -> RunHandle:
-    """Create a run folder for `config` and start its trainer, detached; return a handle at once."""
-    return start_trainer(create_run(config, workspace), resume=False, stop_at=stop_at)
+@dataclass(frozen=True)
+class Launcher:
+    """How a run's processes join when it spans machines: torchrun's own options, passed through as they are.
+
+    On one machine these stay at their defaults and `TrainConfig.nproc_per_node` alone says how many processes
+    run. On several, each machine runs the same `smoltui train` with its own `node_rank`; the run's store is
+    written by the process of global rank 0, on the machine of node rank 0.
+    """
+
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None  # host:port of node rank 0, which every node can reach
+
+    def __post_init__(self) -> None:
+        if self.nnodes < 1:
+            raise UserError(f"--nnodes must be 1 or more, not {self.nnodes}.", field="nnodes")
+        if not 0 <= self.node_rank < self.nnodes:
+            raise UserError(
+                f"--node-rank {self.node_rank} is not one of 0 … {self.nnodes - 1} for {self.nnodes} machine(s).",
+                field="node_rank",
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UserError(
+                "a run on several machines needs --rdzv-endpoint HOST:PORT of the machine with --node-rank 0.",
+                field="rdzv_endpoint",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
-def create_run(config: TrainConfig, workspace: Path | None = None) -> Path:
-    """Make the run folder and its store, ready for a trainer (`launch_run` starts one; torchrun can too)."""
+def launch_run(
+    config: TrainConfig,
+    workspace: Path | None = None,
+    *,
+    launcher: Launcher | None = None,
+    stop_at: int | None = None,
+) -> RunHandle:
+    """Check `config`, create its run folder and start its trainer, detached; return a handle at once.
+
+    Everything that can be found wrong before launch is (see preflight), so a mistake leaves no run behind.
+    """
+    launch_checks(config, workspace)
+    return start_trainer(create_run(config, workspace, launcher), resume=False, stop_at=stop_at)
+
+
+def create_run(config: TrainConfig, workspace: Path | None = None, launcher: Launcher | None = None) -> Path:
+    """Make the run folder and its store, ready for a trainer (`launch_run` starts one)."""
     root = runs_dir(open_workspace(workspace))
     run_id = new_run_id(root, config.model)
     cwd = Path.cwd()
@@ -160,6 +187,7 @@ def create_run(config: TrainConfig, workspace: Path | None = None) -> Path:
         "max_steps": config.max_steps,
         "cwd": str(cwd),
         "git_commit": git_commit(cwd),
+        "launcher": (launcher or Launcher()).to_dict(),
     }
     RunStore.create(root / run_id, run_id, meta).close()
     return root / run_id
@@ -178,7 +206,7 @@ def resume_run(
     meta = store.meta()
     store.close()
     status = effective_status(meta)
-    if status in ("created", "running", "paused"):
+    if status in ACTIVE_STATUSES:
         raise UserError(f"run {run_dir.name} is {status}; `smoltui watch {run_dir.name}` shows it.")
     if changes:
         _change_settings(run_dir, meta, changes)
@@ -197,24 +225,48 @@ def _change_settings(run_dir: Path, meta: dict[str, Any], changes: dict[str, Any
             f"--model run:{run_dir.name} to continue from its weights."
         )
     config = TrainConfig.from_dict({**old, **changes})
+    launch_checks(config, run_dir.parent.parent)
     described = ", ".join(
         f"{key} {old.get(key)!r} → {value!r}" for key, value in changes.items() if old.get(key) != value
     )
     with RunStore.open(run_dir, readonly=False) as store:
         store.set_meta(config=config.to_dict(), config_hash=config.config_hash(), max_steps=config.max_steps)
         if described:
-            store.log_event("info", "config", f"resumed with {described}.")
+            store.log_event("info", EventKind.CONFIG, f"resumed with {described}.")
+
+
+def trainer_command(run_dir: Path, meta: dict[str, Any], *, resume: bool, stop_at: int | None) -> list[str]:
+    """The command that starts a run's trainer: the trainer module itself, or torchrun around it when the run has
+    several processes (PyTorch's own launcher: it sets each rank's environment and ends the rest if one fails)."""
+    trainer = ["-m", "smoltui.engine.trainer", str(run_dir)]
+    if resume:
+        trainer.append("--resume")
+    if stop_at is not None:
+        trainer += ["--stop-at", str(stop_at)]
+    nproc = meta["config"].get("nproc_per_node", 1)
+    launcher = Launcher(**meta.get("launcher", {}))
+    if nproc == 1 and launcher.nnodes == 1:
+        return [sys.executable, *trainer]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
+    if launcher.nnodes == 1:
+        torchrun.append("--standalone")  # a rendezvous on a free local port
+    else:
+        torchrun += [
+            "--nnodes",
+            str(launcher.nnodes),
+            "--node-rank",
+            str(launcher.node_rank),
+            "--rdzv-endpoint",
+            str(launcher.rdzv_endpoint),
+        ]
+    return [*torchrun, *trainer]
 
 
 def start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None = None) -> RunHandle:
     """Start the trainer process of a created run in its own session, logging to train.log; return at once."""
-    argv = [sys.executable, "-m", "smoltui.engine.trainer", str(run_dir)]
-    if resume:
-        argv.append("--resume")
-    if stop_at is not None:
-        argv += ["--stop-at", str(stop_at)]
     with RunStore.open(run_dir, readonly=False) as store:  # viewers must not see the previous ending meanwhile
-        store.set_meta(status="created", heartbeat=time.time(), pid=None)
+        argv = trainer_command(run_dir, store.meta(), resume=resume, stop_at=stop_at)
+        store.set_meta(status=RunStatus.CREATED, heartbeat=time.time(), pid=None)
     log_fd = os.open(run_dir / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with open(log_fd, "ab") as log:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
@@ -264,12 +316,14 @@ def summarize_run(run_dir: Path) -> RunSummary:
         status=effective_status(meta),
         model=meta.get("model_source", config.get("model", "?")),
         corpus=meta.get("corpus", config.get("corpus", "?")),
-        step=latest["train/loss"][0] if "train/loss" in latest else None,
+        step=latest[Metric.TRAIN_LOSS][0] if Metric.TRAIN_LOSS in latest else None,
         max_steps=meta.get("max_steps"),
-        train_loss=value("train/loss"),
-        val_loss=value("val/loss"),
-        tokens_per_s=value("tokens_per_s"),
+        train_loss=value(Metric.TRAIN_LOSS),
+        val_loss=value(Metric.VAL_LOSS),
+        tokens_per_s=value(Metric.TOKENS_PER_S),
         started=meta.get("started_at") or meta.get("created_at"),
+        world_size=meta.get("world_size")
+        or config.get("nproc_per_node", 1) * meta.get("launcher", {}).get("nnodes", 1),
     )
 
 
@@ -309,7 +363,7 @@ def run_checkpoint_folder(spec: str, workspace: Path | None = None) -> Path:
 def delete_run(run: str | Path, workspace: Path | None = None) -> None:
     run_dir = find_run(run, workspace)
     status = effective_status(RunStore.open(run_dir, readonly=True).meta())
-    if status in ("created", "running", "paused"):
+    if status in ACTIVE_STATUSES:
         raise UserError(f"run {run_dir.name} is {status}; stop it first with `smoltui stop {run_dir.name}`.")
     shutil.rmtree(run_dir)
 

@@ -34,17 +34,14 @@ from typing import Any, NamedTuple
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.metric_blocks import downsample, refresh_blocks
+from smoltui.engine.run_contract import COMMAND_KINDS, ENDED_STATUSES, EVENT_LEVELS, STATUSES, RunStatus
 from smoltui.engine.run_status import effective_status
 from smoltui.engine.workspace import ensure_private_dir
 
 SCHEMA_VERSION = 1
 DB_NAME = "run.db"
-STATUSES = ("created", "running", "paused", "finished", "stopped", "failed", "lost")
-COMMAND_KINDS = ("pause", "resume", "stop", "checkpoint", "sample")
-EVENT_LEVELS = ("debug", "info", "warning", "error")
 BUSY_TIMEOUT_S = 5.0
 _OPEN_RETRY_S = 1.0
-_ENDED = ("finished", "stopped", "failed")
 _STEP_MIN = -(2**63)
 
 _SCHEMA = f"""
@@ -174,7 +171,7 @@ class RunStore:
         initial = {
             **(meta or {}),
             "run_id": run_id,
-            "status": "created",
+            "status": RunStatus.CREATED,
             "created_at": time.time(),
             "schema_version": SCHEMA_VERSION,
         }
@@ -271,7 +268,7 @@ class RunStore:
     def set_meta(self, **values: Any) -> None:
         """Buffer metadata (JSON-encoded; unknown types as str); a status change is written at once."""
         if "status" in values and values["status"] not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, not {values['status']!r}")
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {values['status']!r}")
         self._meta_updates.update({k: json.dumps(v, default=str) for k, v in values.items()})
         if "status" in values or time.monotonic() - self._last_flush >= self.flush_interval_s:
             self.flush()
@@ -280,17 +277,13 @@ class RunStore:
         """Record a status now. `running` also records this process as the trainer; the end states end it."""
         now = time.time()
         values: dict[str, Any] = {"status": status, "status_time": now}
-        if status == "running":
+        if status == RunStatus.RUNNING:
             values.update(pid=os.getpid(), host=socket.gethostname(), heartbeat=now)
             if "started_at" not in self.meta():
                 values["started_at"] = now
-        elif status in _ENDED:
+        elif status in ENDED_STATUSES:
             values["ended_at"] = now
         self.set_meta(**values)
-
-    def heartbeat(self) -> None:
-        """Record that the trainer is alive (written with the next flush)."""
-        self.set_meta(heartbeat=time.time())
 
     def start_heartbeat(self, interval_s: float = 5.0) -> None:
         """Write the heartbeat every `interval_s` from a daemon thread with its own connection.

@@ -117,12 +117,17 @@ def encode_char_ids(text: str) -> np.ndarray:
     return ids
 
 
+def smallest_bpe_vocab() -> int:
+    """The smallest byte-level BPE vocabulary: every byte plus the special tokens."""
+    return BYTE_ALPHABET_SIZE + len(_BPE_SPECIAL_TOKENS)
+
+
 def train_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE (GPT-2 style, exact round trip on any unicode) trained on `texts`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    smallest = BYTE_ALPHABET_SIZE + len(_BPE_SPECIAL_TOKENS)
+    smallest = smallest_bpe_vocab()
     if vocab_size < smallest:
         raise UserError(
             f"a byte-level BPE vocabulary of {vocab_size} is too small; pass bpe:N with N of at least {smallest}."

@@ -1,11 +1,12 @@
-"""What every smoltui screen shares: the status line on top, the footer of keys, and number formatting."""
+"""What every smoltui screen shares: the status line on top, the footer of keys, worker-error reports, tables,
+and the small typed interface (Workbench) through which screens talk to the app."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from rich.cells import cell_len
 from rich.text import Text
@@ -16,22 +17,39 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
-from textual.worker import Worker, WorkerState, get_current_worker
+from textual.worker import get_current_worker
 
-from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import RunStatus
+from smoltui.formatting import format_loss, status_look
 from smoltui.messages import RunsListed
+from smoltui.screens import SCREENS
+from smoltui.widgets.worker_errors import ReportsWorkerErrors
 
 if TYPE_CHECKING:
-    from smoltui.app import SmolApp
     from smoltui.engine.models import LoadedModel
     from smoltui.messages import RunPulse
 
-# Mode name → tab title, in number-key order (the keys themselves are the app's bindings).
-TABS = {"home": "Home", "model": "Model", "train": "Train", "runs": "Runs"}
-ACTIVE_STATUSES = ("created", "running", "paused")
 FRESH_LIST_S = 1.0  # a screen shown again lists the runs anew only if its list is older than this
 RESUME_LIST_DELAY_S = 0.25
 NARROW_WIDTH = 100  # below this many columns the status line leaves out the model to keep the run's loss
+
+
+class Workbench(Protocol):
+    """What the screens may ask of the app (SmolApp implements it): its settings, the session's model, and the
+    moves between screens."""
+
+    workspace: Path
+    read_only: bool
+    refresh_fps: float
+    device: str
+    clock: Callable[[], float]
+    session_model: LoadedModel | None
+    recent_sources: list[str]
+
+    def go(self, mode: str) -> None: ...
+    def open_run(self, run_ref: str, overlay: Sequence[str] = ()) -> None: ...
+    def open_train_form(self) -> None: ...
+    def open_model(self, *, new: bool) -> None: ...
 
 
 class StatusLine(Horizontal):
@@ -42,10 +60,8 @@ class StatusLine(Horizontal):
         self.mode = mode
 
     def compose(self) -> ComposeResult:
-        app: SmolApp = self.app  # type: ignore[assignment]
-        for number, (mode, title) in enumerate(TABS.items(), start=1):
-            if app.mode_available(mode):
-                yield Label(f" {number} {title} ", classes="tab -active" if mode == self.mode else "tab")
+        for entry in SCREENS:
+            yield Label(f" {entry.key} {entry.title} ", classes="tab -active" if entry.mode == self.mode else "tab")
         yield Label(id="run-info")
         yield Label(id="model-info")
 
@@ -57,7 +73,7 @@ class StatusLine(Horizontal):
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
 
     def _show_model(self, loaded: LoadedModel | None) -> None:
-        app: SmolApp = self.app  # type: ignore[assignment]
+        app: Workbench = self.app  # type: ignore[assignment]
         text = (
             "no model"
             if loaded is None
@@ -69,7 +85,7 @@ class StatusLine(Horizontal):
 
     def _show_pulse(self, pulse: RunPulse | None) -> None:
         label = self.query_one("#run-info", Label)
-        label.set_class(pulse is not None and pulse.status == "running", "-running")
+        label.set_class(pulse is not None and pulse.status == RunStatus.RUNNING, "-running")
         _update(label, describe_pulse(pulse))
 
 
@@ -135,23 +151,22 @@ def describe_pulse(pulse: RunPulse | None) -> str:
     return f"{pulse.status} · step {steps} · loss {format_loss(pulse.loss)} · {pulse.run_id}"
 
 
-class SmolScreen(Screen):
+class SmolScreen(ReportsWorkerErrors, Screen):
     """A screen of the app: the status line, the screen's own widgets (`compose_body`), the footer.
 
     Screens that show the workspace's runs set RUNS_REFRESH_S and handle RunsListed; the base lists the runs on
-    a thread while the screen is shown. Failures of the worker groups in NOTIFIED_GROUPS become notifications.
+    a thread while the screen is shown. Every worker that fails is reported (see ReportsWorkerErrors).
     """
 
     MODE: ClassVar[str]
     RUNS_REFRESH_S: ClassVar[float | None] = None
-    NOTIFIED_GROUPS: ClassVar[frozenset[str]] = frozenset({"list-runs"})
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._runs_listed_at: float | None = None
 
     @property
-    def smol(self) -> SmolApp:
+    def smol(self) -> Workbench:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
@@ -189,60 +204,8 @@ class SmolScreen(Screen):
             self._runs_listed_at = time.monotonic()
             self.post_message(RunsListed(runs))
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """A worker's failure becomes a notification: a user's mistake in its own words, a bug named as one."""
-        if event.state != WorkerState.ERROR or event.worker.group not in self.NOTIFIED_GROUPS:
-            return
-        error = event.worker.error
-        if isinstance(error, UserError):
-            self.notify(str(error), severity="error", timeout=10)
-        else:
-            self.notify(
-                f"unexpected {type(error).__name__}: {error}", title="smoltui bug", severity="error", timeout=15
-            )
 
-
-# -- formatting shared by the screens ------------------------------------------------------------------------
-
-
-def format_count(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
-
-
-def format_loss(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def format_rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}"
-
-
-def format_step(step: int | None, max_steps: int | None) -> str:
-    if step is None:
-        return "-"
-    return f"{step}/{max_steps}" if max_steps else str(step)
-
-
-def format_ago(timestamp: float | None, now: float | None = None) -> str:
-    """How long ago `timestamp` was, in its largest unit: 5s ago, 3m ago, 2h ago, 4d ago."""
-    if timestamp is None:
-        return "-"
-    seconds = max(0.0, (time.time() if now is None else now) - timestamp)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-STATUS_COLOURS = {  # theme variables, so the colours follow the theme
-    "running": "text-success",
-    "created": "text-success",
-    "paused": "text-warning",
-    "finished": "text-primary",
-    "stopped": "text-secondary",
-    "failed": "text-error",
-    "lost": "text-error",
-}
+# -- tables ---------------------------------------------------------------------------------------------------
 
 
 def number(text: str) -> Text:
@@ -251,8 +214,9 @@ def number(text: str) -> Text:
 
 
 def status_text(app: App, status: str) -> Text:
-    colour = app.theme_variables.get(STATUS_COLOURS.get(status, "foreground"))
-    return Text(status, style=colour or "")
+    """A status for a table cell, in its colour role's theme colour (as everywhere, see run_contract)."""
+    _, role = status_look(status)
+    return Text(status, style=app.theme_variables.get(f"text-{role}") or app.theme_variables.get(role) or "")
 
 
 def sync_table(

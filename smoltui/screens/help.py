@@ -2,66 +2,56 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Label, Static
 
-from smoltui.screens.base import TABS
-
-if TYPE_CHECKING:
-    from smoltui.app import SmolApp
-
-# Where each mode's screen class lives; the train module is read only if this build has it.
-SCREEN_CLASSES = {
-    "home": ("smoltui.screens.home", "HomeScreen"),
-    "model": ("smoltui.screens.model", "ModelScreen"),
-    "train": ("smoltui.screens.train", "TrainScreen"),
-    "runs": ("smoltui.screens.runs", "RunsScreen"),
-}
+from smoltui.screens import SCREENS
 
 
 def declared_bindings(cls: type, *, own: bool = False) -> list[Binding]:
-    """The bindings `cls` and its base classes declare (only smoltui's classes when `own`), one per key."""
-    by_key: dict[str, Binding] = {}
+    """The bindings `cls` and its base classes declare (only smoltui's classes when `own`), one per key and action.
+
+    Two bindings on one key for different actions (p pauses a running run and resumes a paused one) are both
+    kept: which one acts depends on the state, and the keys list must show both.
+    """
+    by_key: dict[tuple[str, str], Binding] = {}
     for klass in reversed(cls.__mro__):
         if own and not klass.__module__.startswith("smoltui"):
             continue
         for binding in Binding.make_bindings(klass.__dict__.get("BINDINGS", [])):
-            by_key[binding.key] = binding
+            by_key[binding.key, binding.action] = binding
     return list(by_key.values())
 
 
-def key_sections(app: SmolApp) -> Iterator[tuple[str, list[tuple[str, str]]]]:
-    """(section title, [(key, what it does)]): the keys every screen has, then each screen's own."""
+def key_sections(app: App) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    """(section title, [(keys, what they do)]): the keys every screen has, then each screen's own."""
     palette = (app.get_key_display(Binding(app.COMMAND_PALETTE_BINDING, "")), "Command palette: every action by name")
     everywhere = [*declared_bindings(type(app)), *declared_bindings(Screen)]
     yield "Everywhere", [*_rows(app, everywhere), palette]
-    for mode, title in TABS.items():
-        if not app.mode_available(mode):
-            continue
-        module, name = SCREEN_CLASSES[mode]
-        screen_class = getattr(importlib.import_module(module), name)
-        rows = _rows(app, declared_bindings(screen_class, own=True))
+    for entry in SCREENS:
+        rows = _rows(app, declared_bindings(entry.screen_class(), own=True))
         if rows:
-            yield f"{title} screen", rows
+            yield f"{entry.title} screen", rows
 
 
-def _rows(app: SmolApp, bindings: list[Binding]) -> list[tuple[str, str]]:
-    rows: dict[str, str] = {}
+def _rows(app: App, bindings: list[Binding]) -> list[tuple[str, str]]:
+    """One row per thing a key does; several keys that do the same thing share their row."""
+    keys_of: dict[str, list[str]] = {}
     for binding in bindings:
         if binding.description and not binding.system:
             what = binding.tooltip or binding.description
             key = app.get_key_display(binding)
-            rows[what] = f"{rows[what]} {key}" if what in rows else key  # keys that do the same share a line
-    return [(key, what) for what, key in rows.items()]
+            if key not in keys_of.setdefault(what, []):
+                keys_of[what].append(key)
+    return [(" ".join(keys), what) for what, keys in keys_of.items()]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -84,7 +74,7 @@ class HelpScreen(ModalScreen[None]):
         table = Table.grid(padding=(0, 2))
         table.add_column(justify="right", style="bold", no_wrap=True)
         table.add_column()
-        for index, (section, rows) in enumerate(key_sections(self.app)):  # type: ignore[arg-type]
+        for index, (section, rows) in enumerate(key_sections(self.app)):
             if index:
                 table.add_row("", "")
             table.add_row("", Text(section, style="bold underline"))

@@ -14,16 +14,9 @@ from textual.widget import Widget
 from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
+from smoltui.formatting import format_ago, format_loss, format_step
 from smoltui.messages import RunsListed
-from smoltui.screens.base import (
-    SmolScreen,
-    format_ago,
-    format_loss,
-    format_step,
-    number,
-    status_text,
-    sync_table,
-)
+from smoltui.screens.base import SmolScreen, number, status_text, sync_table
 
 RECENT_RUNS = 8
 RECENT_COLUMNS = (
@@ -149,4 +142,4 @@ class HomeScreen(SmolScreen):
         self.smol.open_train_form()
 
     def action_runs(self) -> None:
-        self.smol.action_go("runs")
+        self.smol.go("runs")

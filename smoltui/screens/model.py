@@ -22,9 +22,9 @@ from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from smoltui.engine.presets import preset_names
-from smoltui.formatting import format_bytes
+from smoltui.formatting import format_bytes, format_count
 from smoltui.messages import ModelLoaded, ModelLoadProgressed
-from smoltui.screens.base import SmolScreen, format_count
+from smoltui.screens.base import SmolScreen
 
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel, ModuleRow
@@ -71,7 +71,6 @@ class ModelScreen(SmolScreen):
     """Load a model and look at its numbers and modules."""
 
     MODE = "model"
-    NOTIFIED_GROUPS = frozenset({"load-model", "scan"})
     AUTO_FOCUS = "#modules"  # not the input: the number keys must still switch screens
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("l", "focus_source", "Load", tooltip="Type a model source: preset, folder, Hub id or run:<id>."),

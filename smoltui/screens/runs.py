@@ -11,18 +11,10 @@ from textual.containers import Vertical
 from textual.widget import Widget
 from textual.widgets import DataTable, Label
 
+from smoltui.engine.run_contract import ACTIVE_STATUSES
+from smoltui.formatting import format_ago, format_loss, format_rate, format_step
 from smoltui.messages import RunsListed
-from smoltui.screens.base import (
-    ACTIVE_STATUSES,
-    SmolScreen,
-    format_ago,
-    format_loss,
-    format_rate,
-    format_step,
-    number,
-    status_text,
-    sync_table,
-)
+from smoltui.screens.base import SmolScreen, number, status_text, sync_table
 from smoltui.screens.confirm import ConfirmDelete
 
 MARK = "●"
@@ -44,7 +36,6 @@ class RunsScreen(SmolScreen):
 
     MODE = "runs"
     RUNS_REFRESH_S = 2.0
-    NOTIFIED_GROUPS = frozenset({"list-runs", "delete"})
     AUTO_FOCUS = "#runs-table"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open_run", "Open", priority=True, tooltip="Show the run's dashboard on the Train screen."),

@@ -1,7 +1,6 @@
 """TrainScreen: the new-run form and the live dashboard of a run, with the keys that steer the run.
 
-It reads `workspace`, `read_only`, `refresh_fps` and `session_model` from the app (and, through the shared
-screen base, what the status line shows); `show_run` and `show_form` are what the rest of the app calls.
+`show_run` and `show_form` are what the rest of the app calls; the app's settings come through `self.smol`.
 """
 
 from __future__ import annotations
@@ -12,14 +11,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import ContentSwitcher
-from textual.worker import Worker, WorkerState
 
 from smoltui.engine.errors import UserError
-from smoltui.engine.runs import TERMINAL_STATUSES, RunHandle, launch_run
+from smoltui.engine.run_contract import TERMINAL_STATUSES, CommandKind, RunStatus
+from smoltui.engine.runs import RunHandle, launch_run
 from smoltui.screens.base import SmolScreen
 from smoltui.screens.confirm import ConfirmStop
-from smoltui.screens.train_form import TrainForm
 from smoltui.widgets.run_dashboard import RunDashboard
+from smoltui.widgets.train_form import TrainForm
 
 CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
 DASHBOARD_ACTIONS = CONTROL_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
@@ -29,6 +28,7 @@ class TrainScreen(SmolScreen):
     """Train: a form for a new run, and the live dashboard of the run being watched."""
 
     MODE = "train"
+    WORKER_TITLES = {"launch": "Cannot start the run"}
 
     DEFAULT_CSS = """
     TrainScreen #train-views { height: 1fr; }
@@ -58,7 +58,7 @@ class TrainScreen(SmolScreen):
 
     def compose_body(self) -> ComposeResult:
         with ContentSwitcher(id="train-views"):
-            yield RunDashboard(id="dashboard")
+            yield RunDashboard(self.smol.workspace, refresh_fps=self.smol.refresh_fps, id="dashboard")
 
     def on_mount(self) -> None:
         self._dashboard, self._switcher = self.query_one(RunDashboard), self.query_one(ContentSwitcher)
@@ -79,7 +79,7 @@ class TrainScreen(SmolScreen):
     def form(self) -> TrainForm:
         """The new-run form, built on first use: watching a run never pays for its thirty fields."""
         if self._form is None:
-            self._form = TrainForm(id="form")
+            self._form = TrainForm(self.smol.workspace, id="form")
             self._switcher.mount(self._form)
         return self._form
 
@@ -113,12 +113,12 @@ class TrainScreen(SmolScreen):
         self.refresh_bindings()
 
     def _session_source(self) -> str | None:
-        model = getattr(self.app, "session_model", None)
-        return getattr(model, "source", None)
+        model = self.smol.session_model
+        return None if model is None else model.source
 
     @property
     def read_only(self) -> bool:
-        return bool(getattr(self.app, "read_only", False))
+        return self.smol.read_only
 
     # -- keys
 
@@ -131,7 +131,7 @@ class TrainScreen(SmolScreen):
             if self.read_only or self.dashboard.run_id is None:
                 return False
             if action in ("pause", "resume"):
-                return (self.dashboard.state.status == "paused") == (action == "resume")
+                return (self.dashboard.state.status == RunStatus.PAUSED) == (action == "resume")
         if action == "new_run":
             return not self.read_only
         if action == "start_run":
@@ -141,28 +141,28 @@ class TrainScreen(SmolScreen):
         return True
 
     def action_pause(self) -> None:
-        self.dashboard.send("pause")
+        self.dashboard.send(CommandKind.PAUSE)
 
     def action_resume(self) -> None:
-        self.dashboard.send("resume")
+        self.dashboard.send(CommandKind.RESUME)
 
     def action_checkpoint(self) -> None:
-        self.dashboard.send("checkpoint")
+        self.dashboard.send(CommandKind.CHECKPOINT)
         self.notify("Checkpoint requested: the trainer saves it after its current step.", timeout=3)
 
     def action_sample(self) -> None:
-        self.dashboard.send("sample")
+        self.dashboard.send(CommandKind.SAMPLE)
         self.notify("Sample requested: it appears under samples after the current step.", timeout=3)
 
     def action_stop_run(self) -> None:
         dashboard = self.dashboard
         if dashboard.state.status in TERMINAL_STATUSES:
-            dashboard.send("stop")  # nothing to ask: the engine says why it cannot
+            dashboard.send(CommandKind.STOP)  # nothing to ask: the engine says why it cannot
             return
 
         def stop_if_confirmed(stop: bool | None) -> None:
             if stop:
-                dashboard.send("stop")
+                dashboard.send(CommandKind.STOP)
 
         self.app.push_screen(ConfirmStop(dashboard.run_id or "?"), stop_if_confirmed)
 
@@ -196,12 +196,10 @@ class TrainScreen(SmolScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
     def _launch(self, config) -> None:
-        handle = launch_run(config, getattr(self.app, "workspace", None))
+        handle = launch_run(config, self.smol.workspace)  # its checks come first: a mistake leaves no run behind
         self.app.call_from_thread(self.show_run, handle)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place where the screen's workers report failure: launching a run."""
-        if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            message = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-            self.notify(message, title="Cannot start the run", severity="error")
+    def worker_failed(self, group: str, error: BaseException) -> None:
+        if group == "launch" and isinstance(error, UserError) and self._form is not None:
+            self._form.show_error(error)  # the sentence stays beside its field, not only in a toast
+        super().worker_failed(group, error)

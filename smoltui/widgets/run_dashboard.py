@@ -1,6 +1,6 @@
 """RunDashboard: the live view of one run (and others overlaid on its loss), fed by cheap polls of its store.
 
-A timer at the app's `refresh_fps` starts a thread worker that reads only what is new (`RunFeed.poll`) and posts
+A timer at `refresh_fps` starts a thread worker that reads only what is new (`RunFeed.poll`) and posts
 `RunDataArrived`; bursts of those coalesce (`can_replace`), since the data waits in the feeds until the UI takes
 it. Nothing is polled while the dashboard is not visible, nor after the final read of runs that ended.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,13 +19,12 @@ from textual.content import Content
 from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Static
-from textual.worker import Worker, WorkerState
 
-from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import ACTIVE_STATUSES, CommandKind, Metric, RunStatus
+from smoltui.engine.run_feed import TRAIN_LOSS, VAL_LOSS, RunDelta, RunFeed, RunProgressState
 from smoltui.engine.runs import RunHandle, attach
 from smoltui.widgets.chart_frame import format_value
 from smoltui.widgets.line_chart import PALETTE, LineChart
-from smoltui.widgets.run_feed import TRAIN_LOSS, VAL_LOSS, RunDelta, RunFeed, RunProgressState
 from smoltui.widgets.run_panels import (
     ActivationTable,
     RunLog,
@@ -33,13 +33,14 @@ from smoltui.widgets.run_panels import (
     event_content,
     sample_content,
 )
+from smoltui.widgets.worker_errors import ReportsWorkerErrors
 
 SMOOTHING_LADDER = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 DEFAULT_SMOOTHING = 0.6
 ZOOM_CYCLE = (None, 2000, 500, 100)  # steps shown: all, then the last N
-SPARKS = (("lr", "lr"), ("grad_norm", "grad norm"), ("tokens_per_s", "tokens/s"))
+SPARKS = ((Metric.LR, "lr"), (Metric.GRAD_NORM, "grad norm"), (Metric.TOKENS_PER_S, "tokens/s"))
 SHORT_BELOW, NARROW_BELOW = 30, 100  # rows and columns under which the dashboard goes compact
-CONTROL_NOTES = {"pause": "pausing…", "resume": "resuming…", "stop": "stopping…"}
+CONTROL_NOTES = {CommandKind.PAUSE: "pausing…", CommandKind.RESUME: "resuming…", CommandKind.STOP: "stopping…"}
 
 
 def run_labels(run_ids: Sequence[str]) -> list[str]:
@@ -68,7 +69,7 @@ class RunDataArrived(Message):
         return isinstance(message, RunDataArrived) and message.feeds is self.feeds
 
 
-class RunDashboard(Vertical):
+class RunDashboard(ReportsWorkerErrors, Vertical):
     """Loss chart with overlays, small charts, progress, samples and events of one run."""
 
     DEFAULT_CSS = """
@@ -96,8 +97,10 @@ class RunDashboard(Vertical):
     }
     """
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, workspace: Path | None = None, *, refresh_fps: float = 4.0, id: str | None = None) -> None:
         super().__init__(id=id, classes="-empty")
+        self.workspace = workspace  # where run ids are looked up
+        self.refresh_fps = refresh_fps
         self.feeds: list[RunFeed] = []
         self.state = RunProgressState()
         self.note = ""  # a control on its way to the trainer, shown beside the status
@@ -127,8 +130,7 @@ class RunDashboard(Vertical):
         yield Static("No run is open: f starts a new one; the runs screen opens an old one.", id="run-none")
 
     def on_mount(self) -> None:
-        fps = float(getattr(self.app, "refresh_fps", 4.0) or 4.0)
-        self._timer = self.set_interval(1 / fps, self._tick, pause=True)
+        self._timer = self.set_interval(1 / self.refresh_fps, self._tick, pause=True)
 
     def on_resize(self) -> None:
         self.set_class(self.size.height < SHORT_BELOW, "-short")
@@ -150,7 +152,7 @@ class RunDashboard(Vertical):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="open")
     def _open(self, run: str | RunHandle, overlay: tuple[str, ...], launched: bool) -> None:
-        workspace = getattr(self.app, "workspace", None)
+        workspace = self.workspace
         handles: list[RunHandle] = []
         try:
             handles.append(run if isinstance(run, RunHandle) else attach(run, workspace))
@@ -221,7 +223,7 @@ class RunDashboard(Vertical):
         if all(feed.ended for feed in self.feeds):
             self._set_polling(False)  # the final read is done; what it found waits in the feeds or is applied
             return
-        if self.state.status == "running" and int(time.time()) != self._shown_second:
+        if self.state.status == RunStatus.RUNNING and int(time.time()) != self._shown_second:
             self._show_progress()  # elapsed and ETA move on with the clock
         self.poll_now()
 
@@ -308,7 +310,7 @@ class RunDashboard(Vertical):
         self.query_one(RunProgress).show(self.state, self.note, now)
         self.query_one("#run-details", Static).update(details_content(self.state, now))
         problem = self.query_one("#run-problem", Static)
-        failing = self.state.status in ("failed", "lost") and self.state.problem
+        failing = self.state.status in (RunStatus.FAILED, RunStatus.LOST) and self.state.problem
         problem.update(Content.assemble(("✘ ", "bold"), self.state.problem or "") if failing else "")
         problem.set_class(bool(failing), "-shown")
 
@@ -344,32 +346,19 @@ class RunDashboard(Vertical):
         """Send a command to the main run's trainer; the engine's sentence comes back if it cannot take it."""
         if not self.feeds:
             return
-        if kind in CONTROL_NOTES and self.state.status in ("created", "running", "paused"):
+        if kind in CONTROL_NOTES and self.state.status in ACTIVE_STATUSES:
             self.note = CONTROL_NOTES[kind]
             self._show_progress()
         self._send(self.feeds[0].handle, kind)
 
     @work(thread=True, exit_on_error=False, group="control")
     def _send(self, handle: RunHandle, kind: str) -> None:
-        {
-            "pause": handle.pause,
-            "resume": handle.resume,
-            "stop": handle.stop,
-            "checkpoint": handle.checkpoint_now,
-            "sample": handle.sample_now,
-        }[kind]()
+        handle.send(kind)
 
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """The one place where the dashboard's workers report failure."""
-        if event.state != WorkerState.ERROR:
-            return
-        error = event.worker.error
-        if event.worker.group == "control":
+    def worker_failed(self, group: str, error: BaseException) -> None:
+        if group == "control":
             self.note = ""
             self._show_progress()
-        if event.worker.group == "poll":
+        if group == "poll":
             self._poll_failed = True  # one notification, not four a second; opening a run again retries
-        if isinstance(error, UserError):
-            self.notify(str(error), severity="error")
-        else:
-            self.notify(f"{type(error).__name__}: {error}", title="Unexpected error", severity="error")
+        super().worker_failed(group, error)

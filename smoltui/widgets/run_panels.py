@@ -20,56 +20,18 @@ from textual.renderables.bar import Bar
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from smoltui.engine.run_feed import RunProgressState
 from smoltui.engine.runstore import Event, Sample
+from smoltui.formatting import format_clock, format_compact, format_duration, last_line, status_look
 from smoltui.widgets.chart_frame import format_value
-from smoltui.widgets.run_feed import RunProgressState, last_line
 
-STATUS_LOOK = {  # glyph and theme colour of each status
-    "created": ("◌", "$text-muted"),
-    "running": ("●", "$text-success"),
-    "paused": ("‖", "$text-warning"),
-    "finished": ("✔", "$text-primary"),
-    "stopped": ("■", "$text-secondary"),
-    "failed": ("✘", "$text-error"),
-    "lost": ("?", "$text-error"),
-}
 LEVEL_LOOK = {"debug": "$text-muted", "info": "$foreground", "warning": "$text-warning", "error": "$text-error"}
 
 
-def format_duration(seconds: float) -> str:
-    """3 -> "3s", 192 -> "3m12s", 3840 -> "1h04m", 200000 -> "2d07h"."""
-    seconds = int(max(0, round(seconds)))
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-def format_clock(seconds: float) -> str:
-    """Time since the start of a run as m:ss or h:mm:ss."""
-    seconds = int(max(0, seconds))
-    hours, rest = divmod(seconds, 3_600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def format_compact(value: float) -> str:
-    """1234 -> "1,234", 1234567 -> "1.23M"."""
-    if abs(value) < 100_000:
-        return f"{value:,.0f}"
-    for unit, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= unit:
-            return f"{value / unit:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
 def status_content(status: str, note: str = "") -> Content:
-    glyph, colour = STATUS_LOOK.get(status, ("·", "$foreground"))
+    glyph, role = status_look(status)
     text = f"{glyph} {status}" + (f" · {note}" if note else "")
-    return Content.styled(text, f"bold {colour}")
+    return Content.styled(text, f"bold $text-{role}" if role != "foreground" else "bold $foreground")
 
 
 class StepBar(Widget):

@@ -1,14 +1,14 @@
-"""RunFeed: what the run dashboard reads from one run's store, only what is new since the last read.
+"""RunFeed: what a viewer of a run reads from its store, only what is new since the last read, and the progress
+numbers folded from it (RunProgressState: step, losses, best val, ETA).
 
-Plain Python, no Textual: a poll worker calls `poll()` from a thread, the UI calls `take()` to get everything
-gathered since its last take as one `RunDelta`. The first poll loads the history: short series whole, long ones
-(a million points) as a downsample of min/max buckets first and, for the loss, in full on the next poll, so the
-first paint never waits for a full read.
+The dashboard's poll worker calls `poll()` from a thread and the UI calls `take()` to get everything gathered
+since its last take as one `RunDelta`; `smoltui train`'s progress bar follows a run with the same two calls.
+The first poll loads the history: short series whole, long ones (a million points) as a downsample of min/max
+buckets first and, for the loss, in full on the next poll, so the first paint never waits for a full read.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import deque
@@ -18,15 +18,14 @@ from typing import Any
 
 import numpy as np
 
+from smoltui.engine.run_contract import ENDED_STATUSES, TERMINAL_STATUSES, Metric, RunStatus, parse_activation_metric
 from smoltui.engine.run_status import effective_status
 from smoltui.engine.runs import RunHandle
 from smoltui.engine.runstore import Bucket, Event, Sample
+from smoltui.formatting import last_line
 
-TRAIN_LOSS, VAL_LOSS = "train/loss", "val/loss"
-SPARK_METRICS = ("lr", "grad_norm", "tokens_per_s")
-TOKENS_SEEN = "tokens_seen"
-ACTIVATION_PREFIX = "act/block"
-ENDED = ("finished", "stopped", "failed")  # a run that will write nothing more (a lost run may yet be resumed)
+TRAIN_LOSS, VAL_LOSS, TOKENS_SEEN = Metric.TRAIN_LOSS, Metric.VAL_LOSS, Metric.TOKENS_SEEN
+SPARK_METRICS = (Metric.LR, Metric.GRAD_NORM, Metric.TOKENS_PER_S)
 
 FULL_READ_BELOW = 20_000  # steps: reading a series this long whole takes ~15 ms, so no downsampled preview
 PREVIEW_POINTS = 1_000  # buckets for the first paint of a long loss series (two points each: min and max)
@@ -93,12 +92,6 @@ class RunDelta:
         self.step_rate = later.step_rate if later.step_rate is not None else self.step_rate
         self.first |= later.first
         self.final |= later.final
-
-
-def activation_metric(name: str) -> tuple[int, str] | None:
-    """(block, statistic) of an activation metric name such as "act/block3/std", else None."""
-    match = re.fullmatch(r"act/block(\d+)/(\w+)", name)
-    return (int(match[1]), match[2]) if match else None
 
 
 class RunFeed:
@@ -175,7 +168,7 @@ class RunFeed:
             self._load_history(delta, meta)
         else:
             self._read_new(delta, meta)
-        if status in ENDED and not self._full_read_due:  # a preview still owes its full read: one more poll
+        if status in ENDED_STATUSES and not self._full_read_due:  # a preview still owes its full read: one more poll
             self.ended = delta.final = True
             delta.meta, delta.status = meta, status
         delta.step_rate = self._step_rate()
@@ -212,7 +205,7 @@ class RunFeed:
         self._event_id = events[-1].id if events else 0
 
     def _find_activation_names(self, delta: RunDelta) -> None:
-        names = [n for n in self.handle.store.metric_names() if activation_metric(n)]
+        names = [n for n in self.handle.store.metric_names() if parse_activation_metric(n)]
         for name in names:
             last = self.handle.store.last_metric(name)
             if last is not None:
@@ -221,7 +214,7 @@ class RunFeed:
         self._activation_names = names
 
     def _note_activation(self, delta: RunDelta, name: str, value: float) -> None:
-        block, statistic = activation_metric(name)
+        block, statistic = parse_activation_metric(name)
         delta.activations.setdefault(block, {})[statistic] = value
 
     def _read_new(self, delta: RunDelta, meta: dict[str, Any]) -> None:
@@ -238,7 +231,7 @@ class RunFeed:
             if not len(points[0]):
                 continue
             self._advance(name, points)
-            if activation_metric(name):
+            if parse_activation_metric(name):
                 self._note_activation(delta, name, float(points[1][-1]))
             else:
                 delta.points[name] = points
@@ -288,7 +281,7 @@ def eta_seconds(
 class RunProgressState:
     """The numbers the progress panel shows, folded from the deltas of the main run."""
 
-    status: str = "created"
+    status: str = RunStatus.CREATED
     step: int = 0
     max_steps: int | None = None
     started_at: float | None = None
@@ -309,8 +302,8 @@ class RunProgressState:
             self.status = delta.status or self.status
             self.max_steps = meta.get("max_steps") or (meta.get("config") or {}).get("max_steps")
             self.started_at = meta.get("started_at")
-            self.ended_at = meta.get("ended_at") if self.status in ENDED or self.status == "lost" else None
-            if self.status == "lost" and self.ended_at is None:
+            self.ended_at = meta.get("ended_at") if self.status in TERMINAL_STATUSES else None
+            if self.status == RunStatus.LOST and self.ended_at is None:
                 self.ended_at = meta.get("heartbeat")
         for name, (steps, values) in (*delta.replace.items(), *delta.points.items()):
             if not len(steps):
@@ -325,7 +318,7 @@ class RunProgressState:
                     best = int(np.argmin(np.where(finite, values, np.inf)))
                     if self.best_val is None or values[best] < self.best_val[1]:
                         self.best_val = (int(steps[best]), float(values[best]))
-            elif name == "tokens_per_s":
+            elif name == Metric.TOKENS_PER_S:
                 self.recent_tokens_per_s.extend(float(v) for v in values[-20:])
             elif name == TOKENS_SEEN:
                 pairs = [self.tokens_at or (0, 0.0), *zip(steps[-2:].tolist(), values[-2:].tolist(), strict=True)]
@@ -340,7 +333,7 @@ class RunProgressState:
             self.step_rate = delta.step_rate
 
     def eta(self) -> float | None:
-        if self.status != "running" or self.max_steps is None:
+        if self.status != RunStatus.RUNNING or self.max_steps is None:
             return None
         return eta_seconds(
             self.step,
@@ -355,9 +348,3 @@ class RunProgressState:
             return None
         end = self.ended_at if self.ended_at is not None else (time.time() if now is None else now)
         return max(0.0, end - self.started_at)
-
-
-def last_line(message: str) -> str:
-    """The line of a multi-line message worth a glance: a traceback's last line names the exception."""
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""

@@ -1,11 +1,13 @@
-"""TrainForm: the new-run form, every TrainConfig setting in readable sections, checked as you type.
+"""TrainForm: the new-run form, every TrainConfig setting in its section, checked as you type.
 
-The fields and how their text reads are in widgets/run_settings.py; the form lays them out, marks the fields
-the engine's sentences are about, and posts StartRequested with a valid config.
+The fields come from TrainConfig's settings (engine/config.py: label, help, what empty means, choices), their
+text reads as the command line's does, and a mistake is marked at the field its UserError names. The quick
+pre-launch checks (preflight) run as you type too, so the model, tokenizer and corpus are checked before Start.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from textual import on
@@ -16,19 +18,12 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static
 
-from smoltui.engine.config import TrainConfig
+from smoltui.engine.config import SETTINGS, Setting, TrainConfig, format_setting, parse_setting, sections
 from smoltui.engine.errors import UserError
-from smoltui.widgets.run_settings import (
-    DEFAULT_MODEL,
-    DEFAULTS,
-    FIELDS,
-    SECTIONS,
-    FieldSpec,
-    corpus_problem,
-    field_of,
-    format_setting,
-    parse_setting,
-)
+from smoltui.engine.preflight import quick_checks
+
+FIELDS = {spec.name: spec for _, specs in sections() for spec in specs}
+DEFAULT_MODEL = SETTINGS["model"].default
 
 
 class TrainForm(Widget):
@@ -71,8 +66,9 @@ class TrainForm(Widget):
             self.config = config
             super().__init__()
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, workspace: Path | None = None, *, id: str | None = None) -> None:
         super().__init__(id=id)
+        self.workspace = workspace  # where run:<id> models are looked for
         self._default_model = DEFAULT_MODEL
         self.errors: dict[str | None, str] = {}
         self._fields: dict[str, Input | Select] = {}
@@ -87,7 +83,8 @@ class TrainForm(Widget):
             yield Button("Start run", id="start-run", variant="primary", compact=True)
         yield Static(id="form-status")
         with VerticalScroll(id="form-fields"), Horizontal(id="form-columns"):
-            for column, side in ((SECTIONS[0::2], "-left"), (SECTIONS[1::2], "-right")):
+            laid_out = sections()
+            for column, side in ((laid_out[0::2], "-left"), (laid_out[1::2], "-right")):
                 with Vertical(classes=f"form-column {side}"):
                     for title, specs in column:
                         section = Vertical(classes="form-section")
@@ -96,19 +93,21 @@ class TrainForm(Widget):
                             for spec in specs:
                                 yield from self._compose_field(spec)
 
-    def _compose_field(self, spec: FieldSpec) -> ComposeResult:
-        default = getattr(DEFAULTS, spec.name)
+    def _compose_field(self, spec: Setting) -> ComposeResult:
         with Horizontal(classes="field-row"):
-            yield Label(spec.label, classes="field-label")
+            yield Label(spec.title, classes="field-label")
             if spec.kind == "choice":
                 options = [(choice, choice) for choice in spec.choices]
-                yield Select(options, value=default, allow_blank=False, compact=True, id=f"field-{spec.name}")
+                field = Select(options, value=spec.default, allow_blank=False, compact=True, id=f"field-{spec.name}")
             else:
                 field = Input(
-                    format_setting(default, spec), placeholder=spec.placeholder, compact=True, id=f"field-{spec.name}"
+                    format_setting(spec.default, spec),
+                    placeholder=spec.unset or spec.placeholder,
+                    compact=True,
+                    id=f"field-{spec.name}",
                 )
-                field.tooltip = spec.tooltip or None
-                yield field
+            field.tooltip = spec.help + (f" Empty: {spec.unset}." if spec.unset else "")
+            yield field
         yield Static(classes="field-error", id=f"error-{spec.name}")
 
     def on_mount(self) -> None:
@@ -166,19 +165,26 @@ class TrainForm(Widget):
         return values, problems
 
     def validate(self) -> TrainConfig | None:
-        """Check the whole form, mark the fields that are wrong with their sentence; the config if none is."""
+        """Check the whole form, mark the fields that are wrong with their sentence; the config if none is.
+
+        The settings first (TrainConfig), then what the quick pre-launch checks see without torch: the model
+        source, tokenizer, corpus, context and device as named.
+        """
         values, errors = self.read_settings()
         config = None
         if not errors:
             try:
                 config = TrainConfig.from_dict(values)
+                quick_checks(config, self.workspace)
             except UserError as error:
-                errors[field_of(str(error))] = str(error)
-        if (problem := corpus_problem(values.get("corpus") or "")) and "corpus" not in errors:
-            errors["corpus"] = problem
-            config = None
+                errors[error.field] = str(error)
+                config = None
         self._show_errors(errors)
         return config
+
+    def show_error(self, error: UserError) -> None:
+        """Mark a mistake found after Start (by the launch checks, which need torch) at its field."""
+        self._show_errors({error.field: str(error)})
 
     def _show_errors(self, errors: dict[str | None, str]) -> None:
         if errors == self.errors and self._shown:

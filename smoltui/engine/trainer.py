@@ -234,7 +234,9 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
     if config.batching == "random":
         batches = RandomWindows(tokenized.train, config.batch_size, context, seed=config.seed + dist.rank)
     else:
-        batches = SequentialWindows(tokenized.train, config.batch_size, context)
+        batches = SequentialWindows(
+            tokenized.train, config.batch_size, context, rank=dist.rank, world_size=dist.world_size
+        )
     run = TrainingRun(
         run_dir=run_dir,
         store=store,

@@ -83,11 +83,14 @@ def test_sequential_ranks_resume_exactly_and_a_single_process_state_still_loads(
     resumed.load_state_dict(rank.state_dict())
     assert same(take(resumed, 5), take(rank, 5))
 
-    saved_before_ranks = {"tokens": 25, "position": 3, "epoch": 2}  # what a single process wrote before ranks
+    saved_before_ranks = {"tokens": 25, "position": 3, "epoch": 2}  # what every process wrote before ranks
     alone = SequentialWindows(ids, batch_size=2, context=2)
     alone.load_state_dict(saved_before_ranks)
     assert [x[:, 0].tolist() for x, _ in take(alone, 2)] == [[6, 8], [10, 12]]
     assert (alone.epoch, alone.position) == (2, 7)
+    second = SequentialWindows(ids, batch_size=2, context=2, rank=1, world_size=2)
+    second.load_state_dict(saved_before_ranks)  # from here on, rank 1 reads its own share
+    assert [x[:, 0].tolist() for x, _ in take(second, 2)] == [[10, 12], [18, 20]]
     with pytest.raises(UserError, match="rank 1 of 2 processes"):
         SequentialWindows(ids, batch_size=2, context=2).load_state_dict(rank.state_dict())
 

@@ -106,15 +106,16 @@ class SequentialWindows:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue where `state` left off; a state without ranks was written by a single process."""
         _require_same_tokens(state, len(self.ids))
-        saved_rank, saved_world = state.get("rank", 0), state.get("world_size", 1)
-        if (saved_rank, saved_world) != (self.rank, self.world_size):
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if "rank" not in state:  # saved before ranks had shares: every rank stood at the next step's first window
+            epoch, position = divmod(epoch * self.n_windows + position + self.rank * self.batch_size, self.n_windows)
+        elif (state["rank"], state["world_size"]) != (self.rank, self.world_size):
             raise UserError(
-                f"the saved batch position is for rank {saved_rank} of {saved_world} processes but this is rank "
-                f"{self.rank} of {self.world_size}; resume with --nproc-per-node {saved_world}."
+                f"the saved batch position is for rank {state['rank']} of {state['world_size']} processes but this "
+                f"is rank {self.rank} of {self.world_size}; resume with --nproc-per-node {state['world_size']}."
             )
-        self.position, self.epoch = int(state["position"]), int(state["epoch"])
+        self.epoch, self.position = epoch, position
 
 
 def evaluation_batches(ids: np.ndarray, batch_size: int, context: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -59,6 +59,42 @@ def test_sequential_windows_go_in_order_and_wrap():
     assert same(take(resumed, 4), take(windows, 4))
 
 
+def test_sequential_ranks_split_each_step_into_disjoint_shares_of_one_big_batch():
+    """Two ranks of batch 2 read, step by step, exactly the windows one process of batch 4 reads, none twice."""
+    ids = np.arange(25, dtype=np.uint16)  # (25 - 1) // 2 = 12 windows of 2
+    ranks = [SequentialWindows(ids, batch_size=2, context=2, rank=rank, world_size=2) for rank in (0, 1)]
+    alone = SequentialWindows(ids, batch_size=4, context=2)
+    first_epoch = []
+    for step in range(5):  # 3 steps are one epoch; 2 more wrap around
+        shares = [windows.next_batch()[0] for windows in ranks]
+        together = alone.next_batch()[0]
+        assert torch.equal(torch.cat(shares), together), f"step {step}"
+        if step < 3:
+            first_epoch += torch.cat(shares)[:, 0].tolist()
+    assert sorted(first_epoch) == list(range(0, 24, 2))  # every window of the epoch once, across both ranks
+    assert [(windows.epoch, windows.position) for windows in ranks] == [(1, 8), (1, 10)]
+
+
+def test_sequential_ranks_resume_exactly_and_a_single_process_state_still_loads():
+    ids = np.arange(25, dtype=np.uint16)
+    rank = SequentialWindows(ids, batch_size=2, context=2, rank=1, world_size=2)
+    take(rank, 4)
+    resumed = SequentialWindows(ids, batch_size=2, context=2, rank=1, world_size=2)
+    resumed.load_state_dict(rank.state_dict())
+    assert same(take(resumed, 5), take(rank, 5))
+
+    saved_before_ranks = {"tokens": 25, "position": 3, "epoch": 2}  # what every process wrote before ranks
+    alone = SequentialWindows(ids, batch_size=2, context=2)
+    alone.load_state_dict(saved_before_ranks)
+    assert [x[:, 0].tolist() for x, _ in take(alone, 2)] == [[6, 8], [10, 12]]
+    assert (alone.epoch, alone.position) == (2, 7)
+    second = SequentialWindows(ids, batch_size=2, context=2, rank=1, world_size=2)
+    second.load_state_dict(saved_before_ranks)  # from here on, rank 1 reads its own share
+    assert [x[:, 0].tolist() for x, _ in take(second, 2)] == [[10, 12], [18, 20]]
+    with pytest.raises(UserError, match="rank 1 of 2 processes"):
+        SequentialWindows(ids, batch_size=2, context=2).load_state_dict(rank.state_dict())
+
+
 def test_evaluation_batches_cover_every_window_once():
     batches = list(evaluation_batches(np.arange(23, dtype=np.uint16), batch_size=4, context=4))
     assert [x.shape[0] for x, _ in batches] == [4, 1]

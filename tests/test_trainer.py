@@ -241,16 +241,15 @@ def test_a_checkpoint_is_a_model_source(workspace, corpus):
         load_model(f"run:{handle.run_id}@7", device="cpu", workspace=workspace)
 
 
-@pytest.mark.slow
-def test_two_cpu_ranks_under_torchrun(workspace, corpus):
-    run_dir = create_run(tiny_config(corpus, max_steps=6, eval_every=3, checkpoint_every=3), workspace)
+def run_under_torchrun(run_dir: Path, ranks: int = 2) -> None:
+    """Train a created run with `ranks` CPU processes under torchrun, as a user would; fail with its output."""
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         "--nproc-per-node",
-        "2",
+        str(ranks),
         "-m",
         "smoltui.engine.trainer",
         str(run_dir),
@@ -262,6 +261,12 @@ def test_two_cpu_ranks_under_torchrun(workspace, corpus):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)  # torchrun and both ranks share this group
     assert process.returncode == 0, output.decode()
+
+
+@pytest.mark.slow
+def test_two_cpu_ranks_under_torchrun(workspace, corpus):
+    run_dir = create_run(tiny_config(corpus, max_steps=6, eval_every=3, checkpoint_every=3), workspace)
+    run_under_torchrun(run_dir)
     handle = attach(run_dir)
     assert handle.status() == "finished"
     assert handle.meta()["world_size"] == 2
@@ -269,3 +274,16 @@ def test_two_cpu_ranks_under_torchrun(workspace, corpus):
     assert handle.metrics_since("tokens_seen")[-1] == (6, 6 * 2 * 4 * 32)  # both ranks' tokens
     state = checkpoints.load_trainer_state(checkpoints.latest_checkpoint(run_dir))
     assert len(state["ranks"]) == 2
+
+
+@pytest.mark.slow
+def test_two_cpu_ranks_read_their_own_shares_of_sequential_windows(workspace, corpus):
+    """Each step, rank 0 reads the first 4 of 8 consecutive windows and rank 1 the next 4, never the same ones."""
+    config = tiny_config(corpus, batching="sequential", max_steps=3, eval_every=3, checkpoint_every=3)
+    run_dir = create_run(config, workspace)
+    run_under_torchrun(run_dir)
+    state = checkpoints.load_trainer_state(checkpoints.latest_checkpoint(run_dir))
+    next_windows = [(rank["batches"]["epoch"], rank["batches"]["position"]) for rank in state["ranks"]]
+    # after 3 steps of 2 ranks x 4 windows, rank 0 has read windows 0-3, 8-11, 16-19 and rank 1 4-7, 12-15, 20-23
+    assert next_windows == [(0, 24), (0, 28)]
+    assert attach(run_dir).metrics_since("tokens_seen")[-1] == (3, 3 * 2 * 4 * 32)

@@ -70,15 +70,19 @@ class RandomWindows:
 
 
 class SequentialWindows:
-    """Batches of non-overlapping windows in order, wrapping to the start at the end (counted in `epoch`)."""
+    """Batches of non-overlapping windows in order, wrapping to the start at the end (counted in `epoch`).
 
-    def __init__(self, ids: np.ndarray, batch_size: int, context: int) -> None:
-        _require_positive(batch_size=batch_size, context=context)
+    Under data parallelism each step reads `batch_size * world_size` consecutive windows, of which rank r takes
+    the r-th `batch_size`: together the ranks read what one process with the whole batch would, none twice.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, context: int, *, rank: int = 0, world_size: int = 1) -> None:
+        _require_positive(batch_size=batch_size, context=context, world_size=world_size)
         _require_window(len(ids), context, "the token array")
         self.ids, self.batch_size, self.context = np.asarray(ids), batch_size, context
+        self.rank, self.world_size = rank, world_size
         self.n_windows = (len(ids) - 1) // context
-        self.position = 0  # index of the next window
-        self.epoch = 0
+        self.epoch, self.position = divmod(rank * batch_size, self.n_windows)  # this rank's next window
 
     def __iter__(self) -> SequentialWindows:
         return self
@@ -89,15 +93,29 @@ class SequentialWindows:
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         served = self.epoch * self.n_windows + self.position
         windows = (served + np.arange(self.batch_size)) % self.n_windows
-        self.epoch, self.position = divmod(served + self.batch_size, self.n_windows)
+        self.epoch, self.position = divmod(served + self.batch_size * self.world_size, self.n_windows)
         return _batch_from_starts(self.ids, windows * self.context, self.context)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"tokens": len(self.ids), "position": self.position, "epoch": self.epoch}
+        return {
+            "tokens": len(self.ids),
+            "position": self.position,
+            "epoch": self.epoch,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _require_same_tokens(state, len(self.ids))
-        self.position, self.epoch = int(state["position"]), int(state["epoch"])
+        epoch, position = int(state["epoch"]), int(state["position"])
+        if "rank" not in state:  # saved before ranks had shares: every rank stood at the next step's first window
+            epoch, position = divmod(epoch * self.n_windows + position + self.rank * self.batch_size, self.n_windows)
+        elif (state["rank"], state["world_size"]) != (self.rank, self.world_size):
+            raise UserError(
+                f"the saved batch position is for rank {state['rank']} of {state['world_size']} processes but this "
+                f"is rank {self.rank} of {self.world_size}; resume with --nproc-per-node {state['world_size']}."
+            )
+        self.epoch, self.position = epoch, position
 
 
 def evaluation_batches(ids: np.ndarray, batch_size: int, context: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

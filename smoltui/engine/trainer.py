@@ -12,13 +12,9 @@ import argparse
 import contextlib
 import math
 import os
-import random
-import signal
 import sys
-import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,40 +28,23 @@ from smoltui.engine.data import read_corpus, tokenize_corpus
 from smoltui.engine.device import resolve_device
 from smoltui.engine.distributed import Distributed
 from smoltui.engine.errors import UserError
+from smoltui.engine.evaluation import evaluate, generate_sample
 from smoltui.engine.hooks import build_hooks
 from smoltui.engine.models import load_model
 from smoltui.engine.optim import build_optimizers, learning_rate, set_learning_rate
 from smoltui.engine.runstore import RunStore
+from smoltui.engine.trainer_control import (
+    COMMAND_POLL_EVERY_S,
+    Control,
+    catch_stop_signals,
+    read_commands,
+    wait_while_paused,
+)
+from smoltui.engine.trainer_state import TrainingRun, restore_checkpoint, save_checkpoint
 from smoltui.engine.workspace import cache_dir
 
 HEARTBEAT_EVERY_S = 2.0
-COMMAND_POLL_EVERY_S = 0.25
 DEFAULT_PRESET_CONTEXT_CAP = 1024
-
-
-@dataclass
-class Progress:
-    """The numbers a checkpoint must carry for an exact resume, beside optimizer, data and RNG states."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    elapsed_s: float = 0.0
-    best_val: float | None = None
-    best_step: int | None = None
-    last_val: float | None = None
-    saved_step: int | None = None  # not stored: a restored run has just "saved" the step it restored
-
-
-@dataclass
-class Control:
-    """What the outside world asked for since the last poll: commands from the store, signals from the OS."""
-
-    stop_reason: str | None = None
-    pause: bool = False
-    resume: bool = False
-    checkpoint: bool = False
-    sample: bool = False
-    command_ids: list[int] = field(default_factory=list)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +78,124 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, stop_at: int | None) -> str:
-    # ---- set up: config, device, model, data, optimizer, hooks --------------------------------------------------
+    """Set up, then step until `max_steps` or a stop; return the final status, "finished" or "stopped"."""
+    run = set_up(run_dir, store, dist, resume=resume)
+    config = run.config
+    pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # (step, loss, grad norm, lr), read lazily
+    read_every = 1 if run.device == "cpu" else 16  # reading a GPU number waits for the GPU; batch those waits
+    read_at = time.perf_counter()
+    catch_stop_signals(run.stop_signal)
+    run.started = time.monotonic() - run.progress.elapsed_s
+    run.model.train()
+
+    while run.progress.step < config.max_steps:
+        # -- control: commands, signals, budgets
+        control = poll_control(run, stop_at)
+        if control.checkpoint or control.stop_reason:
+            save_checkpoint(run)
+        if control.sample and dist.is_main:
+            _log_sample(run)
+        if dist.is_main:
+            for command_id in control.command_ids:
+                store.mark_done(command_id)
+        if control.stop_reason:
+            final = "finished" if control.stop_reason == "time budget reached" else "stopped"
+            run.log("info", final, f"{control.stop_reason}; checkpoint saved at step {run.progress.step}.")
+            _finish(store, dist, final)
+            return final
+        if control.pause and not wait_while_paused(run):
+            continue  # a stop arrived during the pause: the next pass saves and stops
+
+        # -- one optimizer step: forward, backward, clip, update (train_step, just below)
+        lr = learning_rate(run.progress.step, config)
+        set_learning_rate(run.optimizers, lr)
+        loss, grad_norm = train_step(run)
+        run.progress.step += 1
+        run.progress.tokens_seen += run.tokens_per_step
+        step = run.progress.step
+        pending.append((step, loss, grad_norm, lr))
+
+        # -- numbers out: read the pending losses, check they are finite, log them
+        eval_due = step % config.eval_every == 0 or step == config.max_steps
+        sample_due = config.sample_every and step % config.sample_every == 0
+        checkpoint_due = step % config.checkpoint_every == 0 or step == config.max_steps
+        if len(pending) >= read_every or eval_due or sample_due or checkpoint_due:
+            bad_step = _log_steps(run, pending, seconds=time.perf_counter() - read_at)
+            pending.clear()
+            read_at = time.perf_counter()
+            run.progress.elapsed_s = time.monotonic() - run.started
+            if bad_step is not None:
+                _recover_from_nan(run, bad_step)
+                wait_while_paused(run)
+                continue  # resumed: carry on from the checkpoint; stopped: the next pass saves and stops
+
+        # -- evaluate, sample, checkpoint
+        if eval_due and dist.is_main:
+            val_loss = evaluate(run.model, run.val_ids, config, run.context, run.device, run.autocast)
+            _log_evaluation(run, val_loss)
+        if sample_due and dist.is_main:
+            _log_sample(run)
+        if checkpoint_due:
+            save_checkpoint(run)
+
+    run.log("info", "finished", f"reached max_steps {config.max_steps}; final checkpoint at step {run.progress.step}.")
+    _finish(store, dist, "finished")
+    return "finished"
+
+
+def train_step(run: TrainingRun) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over `grad_accum` micro-batches: forward, backward, unscale, update hooks, clip, step.
+
+    Returns the step's loss and gradient norm as tensors on the device, unread: reading them waits for the device.
+    """
+    config, step, activations = run.config, run.progress.step, run.hooks.activations
+    record_activations = activations is not None and activations.due(step)
+    if record_activations:
+        activations.attach()
+    loss_sum = torch.zeros((), device=run.device)
+    for micro_step in range(config.grad_accum):
+        x, y = run.batches.next_batch()  # (B, T) each
+        x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        last_micro = micro_step == config.grad_accum - 1
+        with run.dist.no_sync(run.ddp_model, last_micro), run.autocast:
+            logits = run.ddp_model(input_ids=x).logits  # (B, T, vocab)
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1)) / config.grad_accum
+        run.scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+    if record_activations:
+        statistics = activations.detach()
+        if run.dist.is_main:
+            run.store.log_metrics(step + 1, statistics)  # logged steps count from 1
+    for optimizer in run.optimizers:
+        run.scaler.unscale_(optimizer)  # hooks and clipping see true gradients
+    run.hooks.updates.apply(step)
+    max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.trainable, max_norm)
+    for optimizer in run.optimizers:
+        run.scaler.step(optimizer)  # an fp16 step whose gradients overflowed is skipped
+    run.scaler.update()
+    for optimizer in run.optimizers:
+        optimizer.zero_grad(set_to_none=True)
+    return loss_sum, grad_norm
+
+
+def poll_control(run: TrainingRun, stop_at: int | None) -> Control:
+    """What to do before the next step, the same on every rank: rank 0's commands, a stop signal caught by any
+    rank, `--stop-at` and the time budget. The store is read at most every COMMAND_POLL_EVERY_S."""
+    control = Control(stop_reason=run.stop_signal.reason)
+    if run.dist.is_main and time.monotonic() - run.commands_read_at >= COMMAND_POLL_EVERY_S:
+        run.commands_read_at = time.monotonic()
+        read_commands(run.store, control)
+    if stop_at is not None and run.progress.step >= stop_at:
+        control.stop_reason = control.stop_reason or f"stop requested at step {stop_at}"
+    budget = run.config.time_budget_s
+    if budget is not None and time.monotonic() - run.started >= budget:
+        control.stop_reason = control.stop_reason or "time budget reached"
+    return run.dist.agree(control)
+
+
+def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -> TrainingRun:
+    """Config, device, model, data, optimizers and hooks, restored from the latest checkpoint when resuming."""
     meta = store.meta()
     config = TrainConfig.from_dict(meta["config"])
     device = dist.device_for(resolve_device(config.device))
@@ -131,25 +227,39 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
     context = choose_context(config, loaded.summary.context)
     tokenized = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir(workspace, "tokens"))
     check_fits_context(tokenized, context)
-    parts = model_parts(model)
-    hooks = build_hooks(config.hooks, model, list(parts.blocks))
+    hooks = build_hooks(config.hooks, model, list(model_parts(model).blocks))  # freezes before the optimizers
     optimizers = build_optimizers(model, config, model.get_output_embeddings(), device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     ddp_model = dist.wrap(model)
-    window_class = RandomWindows if config.batching == "random" else SequentialWindows
-    window_args = (tokenized.train, config.batch_size, context)
-    batches = (
-        window_class(*window_args, seed=config.seed + dist.rank)
-        if config.batching == "random"
-        else (window_class(*window_args))
+    if config.batching == "random":
+        batches = RandomWindows(tokenized.train, config.batch_size, context, seed=config.seed + dist.rank)
+    else:
+        batches = SequentialWindows(
+            tokenized.train, config.batch_size, context, rank=dist.rank, world_size=dist.world_size
+        )
+    run = TrainingRun(
+        run_dir=run_dir,
+        store=store,
+        dist=dist,
+        config=config,
+        device=device,
+        precision=precision,
+        context=context,
+        model=model,
+        ddp_model=ddp_model,
+        tokenizer=tokenizer,
+        trainable=trainable,
+        optimizers=optimizers,
+        scaler=torch.amp.GradScaler(device.partition(":")[0], enabled=precision == "fp16"),
+        autocast=_autocast(device, precision),
+        hooks=hooks,
+        batches=batches,
+        val_ids=tokenized.val,
+        log=log,
     )
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    autocast = _autocast(device, precision)
-    progress = Progress()
-
     if checkpoint is not None:
-        progress = _restore(checkpoint, optimizers, batches, scaler, dist)
-        log("info", "resume", f"resumed from checkpoint step {progress.step}.")
+        restore_checkpoint(run, checkpoint)
+        log("info", "resume", f"resumed from checkpoint step {run.progress.step}.")
     if dist.is_main:
         store.set_meta(
             device=device,
@@ -169,116 +279,10 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
         f"training {config.model} on {device} ({precision}), context {context}, "
         f"{loaded.summary.total_params:,} parameters, {len(tokenized.train):,} training tokens.",
     )
-
-    # ---- the loop ---------------------------------------------------------------------------------------------
-    stop_signal = _catch_stop_signals()
-    tokens_per_step = config.batch_size * context * config.grad_accum * dist.world_size
-    pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # (step, loss, grad norm, lr), read lazily
-    read_every = 1 if device == "cpu" else 16  # reading a GPU number waits for the GPU; batch those waits
-    window_start, window_steps = time.perf_counter(), 0
-    last_poll = 0.0
-    started = time.monotonic() - progress.elapsed_s
-    model.train()
-
-    while progress.step < config.max_steps:
-        # -- control: commands, signals, budgets
-        control = Control(stop_reason=stop_signal.reason)
-        if dist.is_main and time.monotonic() - last_poll >= COMMAND_POLL_EVERY_S:
-            last_poll = time.monotonic()
-            _read_commands(store, control)
-        if stop_at is not None and progress.step >= stop_at:
-            control.stop_reason = control.stop_reason or f"stop requested at step {stop_at}"
-        if config.time_budget_s is not None and time.monotonic() - started >= config.time_budget_s:
-            control.stop_reason = control.stop_reason or "time budget reached"
-        control = dist.agree(control)
-        if control.checkpoint or control.stop_reason:
-            _save(run_dir, store, dist, model, tokenizer, optimizers, batches, scaler, progress, config)
-        if control.sample and dist.is_main:
-            _log_sample(store, model, tokenizer, config, context, device, autocast, progress.step)
-        if dist.is_main:
-            for command_id in control.command_ids:
-                store.mark_done(command_id)
-        if control.stop_reason:
-            final = "finished" if control.stop_reason == "time budget reached" else "stopped"
-            log("info", final, f"{control.stop_reason}; checkpoint saved at step {progress.step}.")
-            _finish(store, dist, final)
-            return final
-        if control.pause and not _wait_while_paused(store, dist, stop_signal, log):
-            continue  # a stop arrived during the pause: the next pass saves and stops
-
-        # -- one optimizer step
-        lr = learning_rate(progress.step, config)
-        set_learning_rate(optimizers, lr)
-        record_activations = hooks.activations is not None and hooks.activations.due(progress.step)
-        if record_activations:
-            hooks.activations.attach()
-        loss_sum = torch.zeros((), device=device)
-        for micro_step in range(config.grad_accum):
-            x, y = batches.next_batch()  # (B, T) each
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            last_micro = micro_step == config.grad_accum - 1
-            with dist.no_sync(ddp_model, last_micro), autocast:
-                logits = ddp_model(input_ids=x).logits  # (B, T, vocab)
-                loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1)) / config.grad_accum
-            (scaler.scale(loss) if scaler else loss).backward()
-            loss_sum += loss.detach()
-        activation_stats = hooks.activations.detach() if record_activations else {}
-        if scaler:
-            for optimizer in optimizers:
-                scaler.unscale_(optimizer)
-        hooks.updates.apply(progress.step)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip if config.grad_clip > 0 else math.inf)
-        for optimizer in optimizers:
-            if scaler:
-                scaler.step(optimizer)
-            else:
-                optimizer.step()
-        if scaler:
-            scaler.update()
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        progress.step += 1
-        progress.tokens_seen += tokens_per_step
-        window_steps += 1
-        pending.append((progress.step, loss_sum, grad_norm, lr))
-        if activation_stats and dist.is_main:
-            store.log_metrics(progress.step, activation_stats)
-
-        # -- numbers out: read the pending losses, check they are finite, log them
-        eval_due = progress.step % config.eval_every == 0 or progress.step == config.max_steps
-        sample_due = config.sample_every and progress.step % config.sample_every == 0
-        checkpoint_due = progress.step % config.checkpoint_every == 0 or progress.step == config.max_steps
-        if len(pending) >= read_every or eval_due or sample_due or checkpoint_due:
-            elapsed = time.perf_counter() - window_start
-            rate = window_steps * tokens_per_step / elapsed if elapsed > 0 else 0.0
-            bad_step = _log_steps(store, dist, pending, rate, tokens_per_step, progress.tokens_seen)
-            pending.clear()
-            window_start, window_steps = time.perf_counter(), 0
-            progress.elapsed_s = time.monotonic() - started
-            if bad_step is not None:
-                progress = _recover_from_nan(run_dir, store, dist, bad_step, optimizers, batches, scaler, model, log)
-                _wait_while_paused(store, dist, stop_signal, log)
-                continue  # resumed: carry on from the checkpoint; stopped: the next pass saves and stops
-
-        if eval_due:
-            val_loss = evaluate(model, tokenized.val, config, context, device, autocast) if dist.is_main else None
-            progress.last_val = val_loss
-            if dist.is_main:
-                store.log_metrics(progress.step, {"val/loss": val_loss, "val/ppl": math.exp(min(val_loss, 50.0))})
-                if progress.best_val is None or val_loss < progress.best_val:
-                    progress.best_val, progress.best_step = val_loss, progress.step
-                print(f"step {progress.step}: val loss {val_loss:.4f}", flush=True)
-        if sample_due and dist.is_main:
-            _log_sample(store, model, tokenizer, config, context, device, autocast, progress.step)
-        if checkpoint_due:
-            _save(run_dir, store, dist, model, tokenizer, optimizers, batches, scaler, progress, config)
-
-    log("info", "finished", f"reached max_steps {config.max_steps}; final checkpoint at step {progress.step}.")
-    _finish(store, dist, "finished")
-    return "finished"
+    return run
 
 
-# ---- helpers, in the order the loop uses them -------------------------------------------------------------------
+# ---- set-up helpers ------------------------------------------------------------------------------------------------
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -318,230 +322,11 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
             setattr(model.config, name, p)
 
 
-@torch.no_grad()
-def evaluate(model, val_ids, config: TrainConfig, context: int, device: str, autocast) -> float:
-    """Mean loss over the first `eval_batches` sequential windows of the validation split: the same every time."""
-    was_training = model.training
-    model.eval()
-    windows = SequentialWindows(val_ids, config.batch_size, context)
-    available = max(1, (len(val_ids) - 1) // (config.batch_size * context))
-    total = 0.0
-    count = min(config.eval_batches, available)
-    for _ in range(count):
-        x, y = windows.next_batch()
-        x, y = x.to(device), y.to(device)
-        with autocast:
-            logits = model(input_ids=x).logits  # (B, T, vocab)
-        total += F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1)).item()
-    model.train(was_training)
-    return total / count
-
-
-@torch.no_grad()
-def generate_sample(
-    model, tokenizer, prompt: str, length: int, temperature: float, context: int, seed: int, device: str, autocast
-) -> str:
-    """A sample that uses its own random stream, so sampling never shifts the training run's randomness."""
-    was_training = model.training
-    model.eval()
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
-    if ids.numel() == 0:
-        ids = torch.tensor([[tokenizer.eos_token_id or 0]], device=device)
-    ids = ids[:, -(context - 1) :]
-    new_tokens = max(1, min(length, context - ids.size(1)))
-    devices = [torch.device(device)] if device.startswith("cuda") else []
-    with torch.random.fork_rng(devices=devices), autocast:
-        torch.manual_seed(seed)
-        out = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_k=0,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        )
-    model.train(was_training)
-    return tokenizer.decode(out[0, ids.size(1) :], skip_special_tokens=True)
-
-
-def _log_sample(store, model, tokenizer, config, context, device, autocast, step) -> None:
-    text = generate_sample(
-        model,
-        tokenizer,
-        config.sample_prompt,
-        config.sample_length,
-        config.temperature,
-        context,
-        config.seed + step,
-        device,
-        autocast,
-    )
-    store.log_sample(step, config.sample_prompt, text)
-
-
-def _log_steps(store, dist, pending, rate: float, tokens_per_step: int, tokens_seen: int) -> int | None:
-    """Log the pending steps' numbers; return the first step whose loss or gradient is not finite, if any.
-
-    A non-finite gradient poisons that step's update even while its loss is still finite, so it counts as bad.
-    """
-    values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm, _ in pending]).tolist()
-    tokens = tokens_seen - tokens_per_step * (len(pending) - 1)
-    bad_step = None
-    for (step, _, _, lr), (loss, norm) in zip(pending, values, strict=True):
-        if not (math.isfinite(loss) and math.isfinite(norm)) and bad_step is None:
-            bad_step = step
-        if bad_step is None and dist.is_main:
-            store.log_metrics(
-                step,
-                {
-                    "train/loss": loss,
-                    "lr": lr,
-                    "grad_norm": norm,
-                    "tokens_per_s": rate,
-                    "tokens_seen": tokens,
-                },
-            )
-        tokens += tokens_per_step
-    return dist.agree_on_step(bad_step)
-
-
-def _save(run_dir, store, dist, model, tokenizer, optimizers, batches, scaler, progress: Progress, config) -> None:
-    if progress.saved_step == progress.step:
-        return  # already saved at this step (a periodic save just before a stop or "checkpoint now")
-    progress.saved_step = progress.step
-    rank_state = dist.gather({"batches": batches.state_dict(), "rng": _rng_state()})
-    if not dist.is_main:
-        return
-    state = {
-        "step": progress.step,
-        "tokens_seen": progress.tokens_seen,
-        "elapsed_s": progress.elapsed_s,
-        "best_val": progress.best_val,
-        "best_step": progress.best_step,
-        "last_val": progress.last_val,
-        "optimizers": [optimizer.state_dict() for optimizer in optimizers],
-        "scaler": scaler.state_dict() if scaler else None,
-        "ranks": rank_state,
-    }
-    saved = checkpoints.save_checkpoint(run_dir, progress.step, model, tokenizer, state)
-    checkpoints.prune_checkpoints(run_dir, config.keep_last, progress.best_step)
-    store.log_event("info", "checkpoint", f"checkpoint saved at step {saved.step}.")
-    store.set_meta(last_checkpoint=saved.step)
-
-
-def _restore(checkpoint, optimizers, batches, scaler, dist) -> Progress:
-    state = checkpoints.load_trainer_state(checkpoint)
-    ranks = state["ranks"]
-    if len(ranks) != dist.world_size:
-        raise UserError(
-            f"the checkpoint was written by {len(ranks)} process(es) but this run has {dist.world_size}; "
-            f"resume with --nproc-per-node {len(ranks)}."
-        )
-    for optimizer, saved in zip(optimizers, state["optimizers"], strict=True):
-        optimizer.load_state_dict(saved)
-    if scaler and state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    batches.load_state_dict(ranks[dist.rank]["batches"])
-    _set_rng_state(ranks[dist.rank]["rng"])
-    return Progress(
-        step=state["step"],
-        tokens_seen=state["tokens_seen"],
-        elapsed_s=state["elapsed_s"],
-        best_val=state["best_val"],
-        best_step=state["best_step"],
-        last_val=state["last_val"],
-        saved_step=state["step"],
-    )
-
-
-def _recover_from_nan(run_dir, store, dist, bad_step, optimizers, batches, scaler, model, log) -> Progress:
-    """Put back the last good checkpoint and pause, saying where the loss went bad."""
-    checkpoint = checkpoints.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise UserError(
-            f"the loss became NaN or infinite at step {bad_step} before any checkpoint was saved; "
-            "start again with a lower --lr or --grad-clip."
-        )
-    weights = type(model).from_pretrained(checkpoint.path, dtype=torch.float32).state_dict()
-    model.load_state_dict(weights, strict=False)
-    progress = _restore(checkpoint, optimizers, batches, scaler, dist)
-    log(
-        "error",
-        "nan",
-        f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
-        f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.",
-    )
-    return progress
-
-
-def _read_commands(store: RunStore, control: Control) -> None:
-    for command in store.pending_commands():
-        control.command_ids.append(command.id)
-        if command.kind == "stop":
-            control.stop_reason = "stop requested"
-        elif command.kind == "pause":
-            control.pause, control.resume = True, False
-        elif command.kind == "resume":
-            control.pause, control.resume = False, True
-        elif command.kind == "checkpoint":
-            control.checkpoint = True
-        elif command.kind == "sample":
-            control.sample = True
-
-
-def _wait_while_paused(store, dist, stop_signal, log) -> bool:
-    """Sleep until resumed (True) or told to stop (False); the heartbeat keeps going meanwhile."""
-    if dist.is_main:
-        store.update_status("paused")
-        log("info", "paused", "paused; resume to continue.")
-    while True:
-        control = Control(stop_reason=stop_signal.reason)
-        if dist.is_main:
-            _read_commands(store, control)
-            for command_id in control.command_ids:
-                store.mark_done(command_id)
-        control = dist.agree(control)
-        if control.stop_reason:
-            stop_signal.reason = control.stop_reason
-            return False
-        if control.resume:
-            if dist.is_main:
-                store.update_status("running")
-                log("info", "resumed", "resumed.")
-            return True
-        time.sleep(COMMAND_POLL_EVERY_S)
-
-
-class _StopSignal:
-    reason: str | None = None
-
-
-def _catch_stop_signals() -> _StopSignal:
-    """SIGTERM and Ctrl-C finish the current step, save a checkpoint and stop."""
-    caught = _StopSignal()
-
-    def handler(signum, frame):
-        caught.reason = f"received {signal.Signals(signum).name}"
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
-    return caught
-
-
-def _finish(store, dist, status: str) -> None:
-    if dist.is_main:
-        store.update_status(status)
-        store.flush()
-
-
-def _fail(store, dist, kind: str, message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-    if dist.is_main:
-        store.log_event("error", kind, message)
-        store.update_status("failed")
-        store.close()
+def _autocast(device: str, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.partition(":")[0], dtype=dtype)
 
 
 def _logger(store, dist):
@@ -551,36 +336,6 @@ def _logger(store, dist):
             print(f"[{kind}] {message}", flush=True)
 
     return log
-
-
-def _quiet_transformers() -> None:
-    """train.log is for the run's own story: no download bars or advice meant for notebooks."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-
-
-def _autocast(device: str, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.partition(":")[0], dtype=dtype)
-
-
-def _rng_state() -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
 
 
 def _versions() -> dict[str, str]:
@@ -596,6 +351,107 @@ def _versions() -> dict[str, str]:
         "transformers": transformers.__version__,
         "smoltui": smoltui.__version__,
     }
+
+
+# ---- loop helpers, in the order the loop uses them -----------------------------------------------------------------
+
+
+def _log_sample(run: TrainingRun) -> None:
+    config, step = run.config, run.progress.step
+    text = generate_sample(
+        run.model,
+        run.tokenizer,
+        config.sample_prompt,
+        config.sample_length,
+        config.temperature,
+        run.context,
+        config.seed + step,
+        run.device,
+        run.autocast,
+    )
+    run.store.log_sample(step, config.sample_prompt, text)
+
+
+def _finish(store, dist, status: str) -> None:
+    if dist.is_main:
+        store.update_status(status)
+        store.flush()
+
+
+def _log_steps(run: TrainingRun, pending, *, seconds: float) -> int | None:
+    """Log the pending steps' numbers; return the first step whose loss or gradient is not finite, if any.
+
+    A non-finite gradient poisons that step's update even while its loss is still finite, so it counts as bad.
+    `seconds` is the time the pending steps took, for their tokens per second.
+    """
+    values = torch.stack([torch.stack([loss.float(), norm.float()]) for _, loss, norm, _ in pending]).tolist()
+    tokens_per_step = run.tokens_per_step
+    rate = len(pending) * tokens_per_step / seconds if seconds > 0 else 0.0
+    tokens = run.progress.tokens_seen - tokens_per_step * (len(pending) - 1)
+    bad_step = None
+    for (step, _, _, lr), (loss, norm) in zip(pending, values, strict=True):
+        if not (math.isfinite(loss) and math.isfinite(norm)) and bad_step is None:
+            bad_step = step
+        if bad_step is None and run.dist.is_main:
+            run.store.log_metrics(
+                step,
+                {
+                    "train/loss": loss,
+                    "lr": lr,
+                    "grad_norm": norm,
+                    "tokens_per_s": rate,
+                    "tokens_seen": tokens,
+                },
+            )
+        tokens += tokens_per_step
+    return run.dist.agree_on_step(bad_step)
+
+
+def _recover_from_nan(run: TrainingRun, bad_step: int) -> None:
+    """Put back the last good checkpoint and pause, saying where the loss went bad."""
+    checkpoint = checkpoints.latest_checkpoint(run.run_dir)
+    if checkpoint is None:
+        raise UserError(
+            f"the loss became NaN or infinite at step {bad_step} before any checkpoint was saved; "
+            "start again with a lower --lr or --grad-clip."
+        )
+    weights = type(run.model).from_pretrained(checkpoint.path, dtype=torch.float32).state_dict()
+    run.model.load_state_dict(weights, strict=False)
+    restore_checkpoint(run, checkpoint)
+    run.log(
+        "error",
+        "nan",
+        f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
+        f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.",
+    )
+
+
+def _log_evaluation(run: TrainingRun, val_loss: float) -> None:
+    progress = run.progress
+    progress.last_val = val_loss
+    run.store.log_metrics(progress.step, {"val/loss": val_loss, "val/ppl": math.exp(min(val_loss, 50.0))})
+    if progress.best_val is None or val_loss < progress.best_val:
+        progress.best_val, progress.best_step = val_loss, progress.step
+    print(f"step {progress.step}: val loss {val_loss:.4f}", flush=True)
+
+
+# ---- the process ---------------------------------------------------------------------------------------------------
+
+
+def _fail(store, dist, kind: str, message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    if dist.is_main:
+        store.log_event("error", kind, message)
+        store.update_status("failed")
+        store.close()
+
+
+def _quiet_transformers() -> None:
+    """train.log is for the run's own story: no download bars or advice meant for notebooks."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def _exit(code: int) -> None:

@@ -227,8 +227,7 @@ def _check_hardware(config: TrainConfig) -> None:
         return  # the CPU is always there, and several CPU processes share its cores (gloo)
     import torch
 
-    from smoltui.engine.device import resolve_device
-    from smoltui.engine.trainer import resolve_precision
+    from smoltui.engine.device import resolve_device, resolve_precision
 
     concrete = _about("device", lambda: resolve_device(device))
     _about("precision", lambda: resolve_precision(config.precision, concrete))

@@ -25,13 +25,14 @@ from smoltui.engine.architecture import model_parts
 from smoltui.engine.batches import RandomWindows, SequentialWindows, check_fits_context
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.data import read_corpus, tokenize_corpus
-from smoltui.engine.device import resolve_device
+from smoltui.engine.device import resolve_device, resolve_precision
 from smoltui.engine.distributed import Distributed
 from smoltui.engine.errors import UserError
 from smoltui.engine.evaluation import evaluate, generate_sample
 from smoltui.engine.hooks import build_hooks
 from smoltui.engine.models import load_model
 from smoltui.engine.optim import build_optimizers, learning_rate, set_learning_rate
+from smoltui.engine.run_contract import EventKind, Metric, RunStatus
 from smoltui.engine.runstore import RunStore
 from smoltui.engine.trainer_control import (
     COMMAND_POLL_EVERY_S,
@@ -44,7 +45,6 @@ from smoltui.engine.trainer_state import TrainingRun, restore_checkpoint, save_c
 from smoltui.engine.workspace import cache_dir
 
 HEARTBEAT_EVERY_S = 2.0
-DEFAULT_PRESET_CONTEXT_CAP = 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,24 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     dist = Distributed.from_environment()
     store = RunStore.open(args.run_dir, readonly=not dist.is_main)
     if dist.is_main:
-        store.update_status("running")  # records this process as the run's trainer
+        store.update_status(RunStatus.RUNNING)  # records this process as the run's trainer
         store.start_heartbeat(HEARTBEAT_EVERY_S)
     status = None
     try:
         status = train(args.run_dir, store, dist, resume=args.resume, stop_at=args.stop_at)
     except UserError as error:
-        _fail(store, dist, "bad-config", str(error))
+        _fail(store, dist, EventKind.BAD_CONFIG, str(error))
         return 2
     except torch.OutOfMemoryError:
-        _fail(store, dist, "out-of-memory", "out of memory; lower --batch-size (or raise --grad-accum) and resume.")
+        _fail(
+            store,
+            dist,
+            EventKind.OUT_OF_MEMORY,
+            "out of memory; lower --batch-size (or raise --grad-accum) and resume.",
+        )
         return 1
     except Exception:
-        _fail(store, dist, "crash", traceback.format_exc())
+        _fail(store, dist, EventKind.CRASH, traceback.format_exc())
         return 1
     finally:
         dist.close(finished_together=status is not None)
     store.close()
-    return 0 if status in ("finished", "stopped") else 1
+    return 0 if status in (RunStatus.FINISHED, RunStatus.STOPPED) else 1
 
 
 def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, stop_at: int | None) -> str:
@@ -99,7 +104,7 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
             for command_id in control.command_ids:
                 store.mark_done(command_id)
         if control.stop_reason:
-            final = "finished" if control.stop_reason == "time budget reached" else "stopped"
+            final = RunStatus.FINISHED if control.stop_reason == "time budget reached" else RunStatus.STOPPED
             run.log("info", final, f"{control.stop_reason}; checkpoint saved at step {run.progress.step}.")
             _finish(store, dist, final)
             return final
@@ -138,9 +143,13 @@ def train(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool, st
         if checkpoint_due:
             save_checkpoint(run)
 
-    run.log("info", "finished", f"reached max_steps {config.max_steps}; final checkpoint at step {run.progress.step}.")
-    _finish(store, dist, "finished")
-    return "finished"
+    run.log(
+        "info",
+        EventKind.FINISHED,
+        f"reached max_steps {config.max_steps}; final checkpoint at step {run.progress.step}.",
+    )
+    _finish(store, dist, RunStatus.FINISHED)
+    return RunStatus.FINISHED
 
 
 def train_step(run: TrainingRun) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,10 +214,10 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
 
     checkpoint = checkpoints.latest_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
-        log("info", "resume", "no checkpoint was saved yet; starting this run from step 0.")
+        log("info", EventKind.RESUME, "no checkpoint was saved yet; starting this run from step 0.")
     corpus = read_corpus(config.corpus)
     for warning in corpus.warnings:
-        log("warning", "corpus", warning)
+        log("warning", EventKind.CORPUS, warning)
     torch.manual_seed(config.seed)
     loaded = load_model(
         str(checkpoint.path) if checkpoint else config.model,
@@ -224,7 +233,7 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
     model, tokenizer = loaded.model, loaded.tokenizer
     if config.dropout is not None:
         set_dropout(model, config.dropout)
-    context = choose_context(config, loaded.summary.context)
+    context = config.context_for(loaded.summary.context)
     tokenized = tokenize_corpus(corpus, tokenizer, cache_dir=cache_dir(workspace, "tokens"))
     check_fits_context(tokenized, context)
     hooks = build_hooks(config.hooks, model, list(model_parts(model).blocks))  # freezes before the optimizers
@@ -259,7 +268,7 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
     )
     if checkpoint is not None:
         restore_checkpoint(run, checkpoint)
-        log("info", "resume", f"resumed from checkpoint step {run.progress.step}.")
+        log("info", EventKind.RESUME, f"resumed from checkpoint step {run.progress.step}.")
     if dist.is_main:
         store.set_meta(
             device=device,
@@ -275,7 +284,7 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
         store.flush()
     log(
         "info",
-        "start",
+        EventKind.START,
         f"training {config.model} on {device} ({precision}), context {context}, "
         f"{loaded.summary.total_params:,} parameters, {len(tokenized.train):,} training tokens.",
     )
@@ -283,31 +292,6 @@ def set_up(run_dir: Path, store: RunStore, dist: Distributed, *, resume: bool) -
 
 
 # ---- set-up helpers ------------------------------------------------------------------------------------------------
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """`auto` is bf16 autocast on CUDA and fp32 elsewhere (bf16 autocast measured slower on CPU: see README)."""
-    kind = device.partition(":")[0]
-    if precision == "auto":
-        if kind == "cuda" and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
-    if precision == "fp16" and kind != "cuda":
-        raise UserError("fp16 training needs a CUDA GPU (its loss scaler is CUDA-only); pass --precision bf16 or fp32.")
-    return precision
-
-
-def choose_context(config: TrainConfig, model_context: int | None) -> int:
-    if config.context is None:
-        if model_context is None:
-            raise UserError("this model does not say how many positions it has; pass --context.")
-        return min(model_context, DEFAULT_PRESET_CONTEXT_CAP)
-    if model_context is not None and config.context > model_context:
-        raise UserError(
-            f"context {config.context} is longer than the model's {model_context} positions; "
-            f"pass --context {model_context} or less."
-        )
-    return config.context
 
 
 def set_dropout(model: torch.nn.Module, p: float) -> None:
@@ -396,11 +380,11 @@ def _log_steps(run: TrainingRun, pending, *, seconds: float) -> int | None:
             run.store.log_metrics(
                 step,
                 {
-                    "train/loss": loss,
-                    "lr": lr,
-                    "grad_norm": norm,
-                    "tokens_per_s": rate,
-                    "tokens_seen": tokens,
+                    Metric.TRAIN_LOSS: loss,
+                    Metric.LR: lr,
+                    Metric.GRAD_NORM: norm,
+                    Metric.TOKENS_PER_S: rate,
+                    Metric.TOKENS_SEEN: tokens,
                 },
             )
         tokens += tokens_per_step
@@ -420,7 +404,7 @@ def _recover_from_nan(run: TrainingRun, bad_step: int) -> None:
     restore_checkpoint(run, checkpoint)
     run.log(
         "error",
-        "nan",
+        EventKind.NAN,
         f"the loss became NaN or infinite at step {bad_step}; paused and rolled back to the last good "
         f"checkpoint (step {checkpoint.step}). Resume to continue from there, or stop and lower --lr.",
     )
@@ -429,7 +413,7 @@ def _recover_from_nan(run: TrainingRun, bad_step: int) -> None:
 def _log_evaluation(run: TrainingRun, val_loss: float) -> None:
     progress = run.progress
     progress.last_val = val_loss
-    run.store.log_metrics(progress.step, {"val/loss": val_loss, "val/ppl": math.exp(min(val_loss, 50.0))})
+    run.store.log_metrics(progress.step, {Metric.VAL_LOSS: val_loss, Metric.VAL_PPL: math.exp(min(val_loss, 50.0))})
     if progress.best_val is None or val_loss < progress.best_val:
         progress.best_val, progress.best_step = val_loss, progress.step
     print(f"step {progress.step}: val loss {val_loss:.4f}", flush=True)
@@ -442,7 +426,7 @@ def _fail(store, dist, kind: str, message: str) -> None:
     print(message, file=sys.stderr, flush=True)
     if dist.is_main:
         store.log_event("error", kind, message)
-        store.update_status("failed")
+        store.update_status(RunStatus.FAILED)
         store.close()
 
 

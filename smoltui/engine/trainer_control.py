@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from smoltui.engine.run_contract import CommandKind, EventKind, RunStatus
+
 if TYPE_CHECKING:
     from smoltui.engine.runstore import RunStore
     from smoltui.engine.trainer_state import TrainingRun
@@ -47,15 +49,15 @@ def catch_stop_signals(caught: StopSignal) -> None:
 def read_commands(store: RunStore, control: Control) -> None:
     for command in store.pending_commands():
         control.command_ids.append(command.id)
-        if command.kind == "stop":
+        if command.kind == CommandKind.STOP:
             control.stop_reason = "stop requested"
-        elif command.kind == "pause":
+        elif command.kind == CommandKind.PAUSE:
             control.pause, control.resume = True, False
-        elif command.kind == "resume":
+        elif command.kind == CommandKind.RESUME:
             control.pause, control.resume = False, True
-        elif command.kind == "checkpoint":
+        elif command.kind == CommandKind.CHECKPOINT:
             control.checkpoint = True
-        elif command.kind == "sample":
+        elif command.kind == CommandKind.SAMPLE:
             control.sample = True
 
 
@@ -63,8 +65,8 @@ def wait_while_paused(run: TrainingRun) -> bool:
     """Sleep until resumed (True) or told to stop (False); the heartbeat keeps going meanwhile."""
     store, dist = run.store, run.dist
     if dist.is_main:
-        store.update_status("paused")
-        run.log("info", "paused", "paused; resume to continue.")
+        store.update_status(RunStatus.PAUSED)
+        run.log("info", EventKind.PAUSED, "paused; resume to continue.")
     while True:
         control = Control(stop_reason=run.stop_signal.reason)
         if dist.is_main:
@@ -77,7 +79,7 @@ def wait_while_paused(run: TrainingRun) -> bool:
             return False
         if control.resume:
             if dist.is_main:
-                store.update_status("running")
-                run.log("info", "resumed", "resumed.")
+                store.update_status(RunStatus.RUNNING)
+                run.log("info", EventKind.RESUMED, "resumed.")
             return True
         time.sleep(COMMAND_POLL_EVERY_S)

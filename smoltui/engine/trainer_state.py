@@ -14,6 +14,7 @@ import torch
 
 from smoltui.engine import checkpoints
 from smoltui.engine.errors import UserError
+from smoltui.engine.run_contract import EventKind
 from smoltui.engine.trainer_control import StopSignal
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def save_checkpoint(run: TrainingRun) -> None:
     }
     saved = checkpoints.save_checkpoint(run.run_dir, progress.step, run.model, run.tokenizer, state)
     checkpoints.prune_checkpoints(run.run_dir, run.config.keep_last, progress.best_step)
-    run.store.log_event("info", "checkpoint", f"checkpoint saved at step {saved.step}.")
+    run.store.log_event("info", EventKind.CHECKPOINT, f"checkpoint saved at step {saved.step}.")
     run.store.set_meta(last_checkpoint=saved.step)
 
 

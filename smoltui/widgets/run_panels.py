@@ -20,6 +20,7 @@ from textual.renderables.bar import Bar
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from smoltui.engine.run_contract import RunStatus
 from smoltui.engine.run_feed import RunProgressState
 from smoltui.engine.runstore import Event, Sample
 from smoltui.formatting import format_clock, format_compact, format_duration, last_line, status_look
@@ -91,7 +92,7 @@ class RunProgress(Horizontal):
         eta = state.eta()
         if eta is not None:
             tail = f"ETA {format_duration(eta)}"
-        elif state.status == "running":
+        elif state.status == RunStatus.RUNNING:
             tail = "ETA …"
         else:
             elapsed = state.elapsed(now)

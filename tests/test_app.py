@@ -22,6 +22,7 @@ from smoltui.screens.help import HelpScreen, declared_bindings
 from smoltui.screens.home import HomeScreen
 from smoltui.screens.model import ModelScreen, find_model_folders
 from smoltui.screens.runs import RunsScreen
+from smoltui.screens.train import TrainScreen
 
 SIZE = (120, 40)
 
@@ -270,10 +271,12 @@ async def test_help_lists_every_key_of_every_screen(workspace):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         shown = text_of(app.screen.query_one("#help-keys Static", Static))
-        for screen_class in (SmolApp, HomeScreen, ModelScreen, RunsScreen):
+        for screen_class in (SmolApp, HomeScreen, ModelScreen, TrainScreen, RunsScreen):
             for binding in declared_bindings(screen_class):
                 assert (binding.tooltip or binding.description) in shown, binding
-        assert "Home screen" in shown and "Runs screen" in shown
+        for title in ("Home screen", "Model screen", "Train screen", "Runs screen"):
+            assert title in shown
+        assert "+/- +/-" not in shown  # a key shown once, however many names it has
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, HomeScreen)
@@ -310,6 +313,19 @@ async def test_the_command_palette_finds_actions_by_name(workspace, write_run):
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmDelete)
+
+
+async def test_the_command_palette_offers_the_real_train_screens_actions(workspace, write_run):
+    write_run("20300101-000000-tiny")
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_run("20300101-000000-tiny")
+        await settle(pilot)
+        assert isinstance(app.screen, TrainScreen)
+        commands = [command.title for command in app.get_system_commands(app.screen)]
+        for title in ("Log y", "Smooth", "Zoom", "New run"):
+            assert title in commands
+        assert "Pause" not in commands and "Stop" not in commands  # the run has finished: nothing to steer
 
 
 async def test_the_header_follows_the_running_run(workspace, write_run):

@@ -2,7 +2,7 @@
 
 Everything that would change between runs is fixed: the app's clock, the run ids and times (runs written
 straight into the store), the workspace path (shown relative to the current folder), the device (cpu), the
-cursor blink, and the Train screen (a stand-in, so these pictures do not change with it).
+cursor blink. The Train screen is the real one: the help panel lists its keys.
 `uv run pytest tests/test_screens_snapshots.py --snapshot-update` rewrites them after a deliberate change.
 """
 
@@ -18,7 +18,7 @@ SIZES = pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "8
 
 
 @pytest.fixture(autouse=True)
-def steady_screen(monkeypatch, tmp_path, workspace, train_screen_stand_in):
+def steady_screen(monkeypatch, tmp_path, workspace):
     """No blinking cursor, and the workspace shown as ./ws whatever the temporary folder is called."""
     mounted = Input._on_mount
 
@@ -97,7 +97,9 @@ def test_runs_with_finished_runs(snap_compare, workspace, two_runs, size):
 @SIZES
 def test_help(snap_compare, workspace, size):
     """Help over Home: a framed "Keys" panel listing Everywhere (1-4 screens, ? keys, q quit, ^p palette),
-    then the keys of the Home, Model and Runs screens with what each does; "esc closes this panel" below."""
+    then the keys of the Home, Model, Train (pause and resume, stop, log y, +/- smoothing, zoom, new run,
+    checkpoint, sample, start run, back to run) and Runs screens with what each does; "esc closes this panel"
+    below (at 80x24 the panel scrolls)."""
 
     async def open_help(pilot):
         await settle(pilot)

@@ -386,18 +386,19 @@ async def test_an_unknown_run_gets_the_engines_sentence(workspace):
         assert app.is_running
 
 
-async def test_a_control_on_a_finished_run_gives_the_engines_sentence(workspace):
+async def test_a_finished_run_offers_no_controls(workspace):
     write_run(workspace)
     app = TrainTestApp(workspace)
     async with app.run_test(size=(120, 40)) as pilot:
-        await open_run(pilot, "latest")
-        await pilot.press("p")
-        await wait_until(pilot, lambda: notifications(app), "a notification")
-        sentence = "run 20250101-120000-tiny is finished; `smoltui train --resume 20250101-120000-tiny` continues it."
-        assert notifications(app) == [sentence]
-        await pilot.press("s")  # an ended run is not asked about: the engine answers at once
+        screen = await open_run(pilot, "latest")
+        for action in ("pause", "resume", "stop_run", "checkpoint", "sample"):
+            assert screen.check_action(action, ()) is False, action
+        footer = str(screen.query_one("KeyBar #keys").render())
+        for word in ("Pause", "Resume", "Stop", "Checkpoint", "Sample"):
+            assert word not in footer, word
+        await pilot.press("p", "s", "c", "n")
         await pilot.pause(0.2)
-        assert not isinstance(app.screen, ConfirmStop)
+        assert not isinstance(app.screen, ConfirmStop) and notifications(app) == []
 
 
 async def test_read_only_hides_the_controls(workspace, monkeypatch):

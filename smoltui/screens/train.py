@@ -128,8 +128,8 @@ class TrainScreen(SmolScreen):
         if action in DASHBOARD_ACTIONS and self.view != "dashboard":
             return False
         if action in CONTROL_ACTIONS:
-            if self.read_only or self.dashboard.run_id is None:
-                return False
+            if self.read_only or self.dashboard.run_id is None or self.dashboard.state.status in TERMINAL_STATUSES:
+                return False  # keys appear only where they can act: a run that ended takes no commands
             if action in ("pause", "resume"):
                 return (self.dashboard.state.status == RunStatus.PAUSED) == (action == "resume")
         if action == "new_run":
@@ -156,10 +156,6 @@ class TrainScreen(SmolScreen):
 
     def action_stop_run(self) -> None:
         dashboard = self.dashboard
-        if dashboard.state.status in TERMINAL_STATUSES:
-            dashboard.send(CommandKind.STOP)  # nothing to ask: the engine says why it cannot
-            return
-
         def stop_if_confirmed(stop: bool | None) -> None:
             if stop:
                 dashboard.send(CommandKind.STOP)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from smoltui.engine.batches import RandomWindows, SequentialWindows, check_fits_context, evaluation_batches
+from smoltui.engine.batches import RandomWindows, SequentialWindows, check_fits_context
 from smoltui.engine.data import read_corpus, tokenize_corpus
 from smoltui.engine.errors import UserError
 from smoltui.engine.tokenizers import char_tokenizer
@@ -93,12 +93,6 @@ def test_sequential_ranks_resume_exactly_and_a_single_process_state_still_loads(
     assert [x[:, 0].tolist() for x, _ in take(second, 2)] == [[10, 12], [18, 20]]
     with pytest.raises(UserError, match="rank 1 of 2 processes"):
         SequentialWindows(ids, batch_size=2, context=2).load_state_dict(rank.state_dict())
-
-
-def test_evaluation_batches_cover_every_window_once():
-    batches = list(evaluation_batches(np.arange(23, dtype=np.uint16), batch_size=4, context=4))
-    assert [x.shape[0] for x, _ in batches] == [4, 1]
-    assert torch.cat([x[:, 0] for x, _ in batches]).tolist() == [0, 4, 8, 12, 16]
 
 
 def test_windows_refuse_bad_sizes_and_a_state_from_another_corpus():

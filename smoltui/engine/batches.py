@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -116,15 +115,6 @@ class SequentialWindows:
                 f"is rank {self.rank} of {self.world_size}; resume with --nproc-per-node {state['world_size']}."
             )
         self.epoch, self.position = epoch, position
-
-
-def evaluation_batches(ids: np.ndarray, batch_size: int, context: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every non-overlapping window of `ids` once, in order; the last batch may be smaller."""
-    _require_positive(batch_size=batch_size, context=context)
-    ids = np.asarray(ids)
-    starts = np.arange((len(ids) - 1) // context) * context
-    for first in range(0, len(starts), batch_size):
-        yield _batch_from_starts(ids, starts[first : first + batch_size], context)
 
 
 def _require_positive(**values: int) -> None:

@@ -38,4 +38,3 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("train", "3", "Train", "smoltui.screens.train", "TrainScreen"),
     ScreenEntry("runs", "4", "Runs", "smoltui.screens.runs", "RunsScreen"),
 )
-SCREENS_BY_MODE = {entry.mode: entry for entry in SCREENS}

@@ -156,6 +156,7 @@ class TrainScreen(SmolScreen):
 
     def action_stop_run(self) -> None:
         dashboard = self.dashboard
+
         def stop_if_confirmed(stop: bool | None) -> None:
             if stop:
                 dashboard.send(CommandKind.STOP)

@@ -299,6 +299,8 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
                 parts.append(Content(f"{meta['device']} {meta.get('precision', '')}".strip()))
             if meta.get("parameters"):
                 parts.append(Content(f"{meta['parameters']:,} parameters"))
+            if (meta.get("world_size") or 1) > 1:
+                parts.append(Content(f"{meta['world_size']} processes"))
         if len(self.feeds) > 1:
             others = ", ".join(run_labels([f.run_id for f in self.feeds])[1:])
             parts.append(Content.styled(f"vs {others}", "$text-muted"))

@@ -15,7 +15,6 @@ from typer.testing import CliRunner
 
 from smoltui.app import SmolApp, quit_message
 from smoltui.cli import app as cli_app
-from smoltui.cli.ui_commands import is_loopback
 from smoltui.engine.config import TrainConfig
 from smoltui.screens.confirm import ConfirmDelete
 from smoltui.screens.help import HelpScreen, declared_bindings
@@ -383,55 +382,6 @@ def test_watch_of_a_missing_run_is_one_line_and_status_2(workspace):
     result = CliRunner().invoke(cli_app, ["watch", "nope"])
     assert result.exit_code == 2
     assert "no runs in" in result.output or "no run 'nope'" in result.output
-
-
-def test_serve_warns_when_listening_beyond_loopback(monkeypatch, workspace):
-    import textual_serve.server
-
-    served = []
-    monkeypatch.setattr(textual_serve.server.Server, "serve", lambda self, debug=False: served.append(self))
-    result = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--port", "8123"])
-    assert result.exit_code == 0
-    assert "warning" in result.output and "SSH tunnel" in result.output
-    assert served and served[0].host == "0.0.0.0" and "smoltui --workspace" in served[0].command
-    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
-    assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
-
-
-def test_serve_answers_http_on_loopback(workspace):
-    """`smoltui serve` starts textual-serve on 127.0.0.1 and its page answers; it stops on SIGTERM."""
-    import signal
-    import socket
-    import time
-    import urllib.request
-    from pathlib import Path
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    smoltui = Path(sys.executable).parent / "smoltui"
-    server = subprocess.Popen(
-        [str(smoltui), "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    page = response.read().decode()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"serve did not answer on port {port}: {server.communicate()[0]}")
-                time.sleep(0.2)
-        assert response.status == 200 and "smoltui" in page
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 async def test_a_run_opens_on_the_real_train_screen_under_the_same_status_line(workspace, write_run):

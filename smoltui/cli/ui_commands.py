@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
+from smoltui.engine.errors import UserError
 from smoltui.engine.workspace import workspace_path
 
 # The demo: nano-char on the built-in corpus. Of the shapes measured (context 64/128 x batch 8/16), 64 x 8 takes
@@ -107,21 +108,70 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="SMOLTUI_TOKEN",
+            help="The token the URL must carry (default: a new random one each time).",
+            show_default=False,
+        ),
+    ] = None,
+    no_token: Annotated[
+        bool, typer.Option("--no-token", help="Serve without a token: anyone who reaches the port drives smoltui.")
+    ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """The dashboard in a browser, through textual-serve: each browser tab gets its own dashboard process."""
-    from textual_serve.server import Server
+    """The dashboard in a browser, through textual-serve: each browser tab gets its own dashboard process.
+
+    Like Jupyter, it prints a URL with a random token; requests without the token are refused.
+    """
+    from smoltui.serve import DashboardServer, new_token, served_url
 
     if not 0 < port < 65536:
         raise typer.BadParameter(f"--port must lie between 1 and 65535, not {port}.")
-    if not is_loopback(host):
-        error_console.print(
-            f"[bold yellow]warning:[/] listening on {host} lets anyone who reaches this machine on port {port} "
-            "drive smoltui (start, stop and delete runs) without a password; prefer 127.0.0.1 and an SSH tunnel.",
-            highlight=False,
-            soft_wrap=True,
-        )
+    if no_token and token is not None:
+        raise typer.BadParameter("--no-token contradicts the token given by --token or $SMOLTUI_TOKEN; give only one.")
+    if token == "":
+        raise typer.BadParameter("--token must not be empty; pass --no-token to serve without one.")
+    if no_token:
+        _warn_no_token(host, port)
+    else:
+        token = token or new_token()
+        if not is_loopback(host):
+            _warn(
+                f"listening on {host} sends the token and the dashboard unencrypted to whoever reaches this machine "
+                f"on port {port}; prefer 127.0.0.1 and an SSH tunnel."
+            )
     command = shlex.join([sys.executable, "-m", "smoltui", "--workspace", str(workspace_path(workspace))])
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    console.print(f"smoltui dashboard on http://{host}:{port} (ctrl+c stops serving; runs keep going)", highlight=False)
-    Server(command, host=host, port=port, title="smoltui").serve()
+    console.print(
+        f"smoltui dashboard on {served_url(host, port, token)} (ctrl+c stops serving; runs keep going)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    server = DashboardServer(command, host=host, port=port, token=token)
+    try:
+        server.serve()
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise UserError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
+
+
+def _warn(message: str, *, loud: bool = False) -> None:
+    label = "[bold red]WARNING:[/]" if loud else "[bold yellow]warning:[/]"
+    error_console.print(f"{label} {message}", highlight=False, soft_wrap=True)
+
+
+def _warn_no_token(host: str, port: int) -> None:
+    if is_loopback(host):
+        _warn(
+            f"serving without a token: every user of this machine can open {host}:{port} and drive smoltui "
+            "(stop and delete runs)."
+        )
+    else:
+        _warn(
+            f"serving on {host} without a token: anyone who reaches this machine on port {port} can drive smoltui "
+            "(start, stop and delete runs); drop --no-token and listen on 127.0.0.1 behind an SSH tunnel.",
+            loud=True,
+        )

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from typer._click.exceptions import ClickException, UsageError  # typer's own copy of click
 from typer.core import TyperGroup
 
@@ -34,6 +32,8 @@ class OneLineErrors(TyperGroup):
         except ClickException as error:
             context = getattr(error, "ctx", None)
             hint = f"; `{context.command_path} --help` lists the options" if context is not None else ""
+            from rich.markup import escape
+
             message = escape(error.format_message().rstrip("."))
             error_console.print(f"[bold red]error:[/] {message}{hint}.", highlight=False, soft_wrap=True, markup=True)
             sys.exit(2 if isinstance(error, UsageError) else error.exit_code)
@@ -49,8 +49,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
-error_console = Console(stderr=True)
+class LazyConsole:
+    """A rich Console made on first use, so that `smoltui --help` and `--version` never import rich's."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = LazyConsole()
+error_console = LazyConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable)
 

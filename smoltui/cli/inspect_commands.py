@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
 from smoltui.formatting import format_bytes
@@ -27,6 +26,8 @@ def info(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Describe a model: architecture, parameter counts, shape, memory, and its modules."""
+    from rich.table import Table
+
     from smoltui.engine.models import load_model, module_table
 
     with console.status(f"loading {source}…"):
@@ -76,6 +77,8 @@ def corpus(
     workspace: WorkspaceOption = None,
 ) -> None:
     """Count a corpus: characters, tokens, and the train/validation split (tokens cached for training)."""
+    from rich.table import Table
+
     from smoltui.engine.batches import check_fits_context
     from smoltui.engine.data import read_corpus, tokenize_corpus
     from smoltui.engine.tokenizers import load_tokenizer

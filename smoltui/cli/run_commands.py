@@ -10,9 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
 from smoltui.engine.config import SETTINGS, Setting, format_setting, parse_overrides, parse_setting
@@ -163,6 +160,7 @@ def _follow(handle) -> str:
 
     It reads the run as the dashboard does (RunFeed), so both show the same numbers at the same moment.
     """
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -238,6 +236,9 @@ def runs(
     workspace: WorkspaceOption = None,
 ) -> None:
     """List the workspace's runs, newest first."""
+    from rich.table import Table
+    from rich.text import Text
+
     from smoltui.engine.runs import list_runs
 
     found = list_runs(workspace)

@@ -54,6 +54,9 @@ class DashboardApp(App[None]):
 
     session_model = reactive(None)
     pulse = reactive(None)
+    pulse_known = True
+    start_run = None
+    start_overlay = ()
 
     def __init__(self, workspace: Path, refresh_fps: float = 4.0) -> None:
         super().__init__()

@@ -6,12 +6,12 @@ Nothing here imports torch: the first frame paints at once, and models load insi
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -27,7 +27,7 @@ from textual.worker import Worker, get_current_worker
 from smoltui.engine.errors import UserError
 from smoltui.engine.run_contract import ACTIVE_STATUSES, Metric
 from smoltui.engine.workspace import workspace_path
-from smoltui.messages import RunPulse
+from smoltui.messages import RunProgressShown, RunPulse
 from smoltui.screens import SCREENS
 from smoltui.screens.help import HelpScreen, declared_bindings
 
@@ -35,9 +35,7 @@ if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel
     from smoltui.screens.train import TrainScreen
 
-MOUNT_WAIT_S = 5.0  # how long a call waits for the Train screen to finish mounting
 SETTLE_S = 1.0  # after a screen is first built, wait this long before freezing what it made (see _freeze_built)
-PULSE_S = 1.0  # the header's numbers are read once a second (the Train screen polls at refresh_fps)
 RESCAN_EVERY_S = 5.0  # how often the header looks for a newer active run; the tracked run is read every frame
 
 
@@ -60,7 +58,7 @@ class SmolApp(App[None]):
     ]
 
     session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the Model screen's model
-    pulse: reactive[RunPulse | None] = reactive(None)
+    pulse: reactive[RunPulse | None] = reactive(None, always_update=True)  # None: no active run (or not read yet)
 
     def __init__(
         self,
@@ -89,6 +87,7 @@ class SmolApp(App[None]):
         self.recent_sources: list[str] = []  # models loaded this session, newest first (the Model input suggests them)
         self._built_modes = {start_mode}
         self._building_mode = False
+        self.pulse_known = False  # whether the pulse has been read once: before that the header says nothing
         self._pulse_worker: Worker | None = None
         self._pulse_reader = PulseReader(self.workspace, start_run)
 
@@ -123,20 +122,9 @@ class SmolApp(App[None]):
         self._on_train_screen(lambda screen: screen.show_form())
 
     def _on_train_screen(self, call: Callable[[TrainScreen], None]) -> None:
-        """Switch to the Train screen and `call` it once it is mounted (the first switch builds it)."""
+        """Switch to the Train screen and `call` it: a screen built by this switch takes the call as its first view."""
         self.switch_mode("train")
-        screen: TrainScreen = self.screen  # type: ignore[assignment]
-        if screen.is_mounted:
-            call(screen)
-            return
-
-        async def when_mounted() -> None:
-            deadline = time.monotonic() + MOUNT_WAIT_S
-            while not screen.is_mounted and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)
-            call(screen)
-
-        self.run_worker(when_mounted(), group="train-screen", exit_on_error=False)
+        call(self.screen)  # type: ignore[arg-type]
 
     def open_model(self, *, new: bool) -> None:
         """The Model screen with its input focused: a preset to build (`new`) or any source to load."""
@@ -150,9 +138,7 @@ class SmolApp(App[None]):
     # -- start and quit ------------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        if self.start_run is not None and self.start_mode == "train":
-            self.open_run(self.start_run, self.start_overlay)
-        self.set_interval(max(PULSE_S, 1 / self.refresh_fps), self._poll_pulse, name="pulse")
+        self.set_interval(1 / self.refresh_fps, self._poll_pulse, name="pulse")
         self.call_after_refresh(self._poll_pulse)  # after the first frame: its thread would compete with it
         self.set_timer(SETTLE_S, self._freeze_built)
         if probe := os.environ.get("SMOLTUI_FIRST_FRAME_PROBE"):  # bench_ui: which modules the first frame needed
@@ -187,7 +173,22 @@ class SmolApp(App[None]):
     def _read_pulse(self) -> None:
         pulse = self._pulse_reader.read()
         if not get_current_worker().is_cancelled:
-            self.call_from_thread(setattr, self, "pulse", pulse)
+            self.call_from_thread(self._take_pulse, pulse)
+
+    def _take_pulse(self, pulse: RunPulse | None) -> None:
+        """A fresh read, unless the dashboard has already shown newer numbers of the same run."""
+        self.pulse_known = True
+        shown = self.pulse
+        if pulse is not None and shown is not None and shown.run_id == pulse.run_id:
+            if (shown.step or 0) > (pulse.step or 0):
+                pulse = replace(pulse, step=shown.step, loss=shown.loss)
+        self.pulse = pulse
+
+    def on_run_progress_shown(self, message: RunProgressShown) -> None:
+        """The header follows what the run dashboard shows of the same run, at the same moment."""
+        shown = self.pulse
+        if shown is not None and shown.run_id == message.run_id and message.step >= (shown.step or 0):
+            self.pulse = replace(shown, status=message.status, step=message.step, loss=message.loss)
 
     # -- the command palette -------------------------------------------------------------------------------
 

@@ -25,6 +25,17 @@ class RunPulse:
     active_runs: tuple[str, ...] = ()  # every run still training, named when the app quits
 
 
+class RunProgressShown(Message):
+    """The run dashboard drew these numbers of its run: the header shows the same ones, not an older read."""
+
+    def __init__(self, run_id: str, status: str, step: int, max_steps: int | None, loss: float | None) -> None:
+        super().__init__()
+        self.run_id, self.status, self.step, self.max_steps, self.loss = run_id, status, step, max_steps, loss
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunProgressShown)
+
+
 class ModelLoadProgressed(Message):
     """A step of loading a model, as load_model's `progress` callback reports it; only the latest matters."""
 

@@ -44,6 +44,9 @@ class TrainTestApp(App[None]):
     CSS_PATH = str(APP_CSS) if APP_CSS.exists() else None
     session_model = reactive(None)
     pulse = reactive(None)
+    pulse_known = True
+    start_run = None
+    start_overlay = ()
 
     def __init__(self, workspace: Path, *, read_only: bool = False, refresh_fps: float = 20.0, session_model=None):
         super().__init__()
@@ -447,7 +450,7 @@ async def test_polling_reads_only_new_points_and_ends_with_the_run(workspace):
             writer.flush()
             await pilot.pause(0.3)
             assert len(chart.series("train loss")) == 150
-            await pilot.press("escape")
+            await pilot.press("escape", "escape")  # the first leaves the focused field, the second the form
             await wait_until(pilot, lambda: len(chart.series("train loss")) == 151, "the step read on return")
 
             writer.log_event("info", "finished", "reached max_steps.")
@@ -646,7 +649,7 @@ async def test_the_app_opens_a_run_and_the_form_on_the_train_screen(workspace):
         assert "finished" in text_of(screen, "#run-status")
         await pilot.press("f")
         await wait_until(pilot, lambda: screen.form.ready and screen.view == "form", "the form")
-        await pilot.press("escape")
+        await pilot.press("escape", "escape")  # the first leaves the model field, the second the form
         assert screen.view == "dashboard"
         app.open_run("20250101-120000-tiny", ())
         await pilot.pause()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
@@ -27,6 +28,7 @@ from smoltui.widgets.worker_errors import ReportsWorkerErrors
 
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel
+    from smoltui.engine.runs import RunSummary
     from smoltui.messages import RunPulse
 
 FRESH_LIST_S = 1.0  # a screen shown again lists the runs anew only if its list is older than this
@@ -44,7 +46,11 @@ class Workbench(Protocol):
     device: str
     clock: Callable[[], float]
     session_model: LoadedModel | None
+    pulse: RunPulse | None
     recent_sources: list[str]
+    pulse_known: bool  # whether the header's run has been read once
+    start_run: str | None  # the run the app was opened for (`watch`, `demo`), shown first on the Train screen
+    start_overlay: Sequence[str]
 
     def go(self, mode: str) -> None: ...
     def open_run(self, run_ref: str, overlay: Sequence[str] = ()) -> None: ...
@@ -73,20 +79,18 @@ class StatusLine(Horizontal):
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
 
     def _show_model(self, loaded: LoadedModel | None) -> None:
+        """The session's model, when one is loaded (a run's model is named by the run beside it)."""
         app: Workbench = self.app  # type: ignore[assignment]
-        text = (
-            "no model"
-            if loaded is None
-            else f"{model_name(loaded)} · {loaded.placement.device} {loaded.placement.dtype}"
-        )
+        parts = [] if loaded is None else [f"{model_name(loaded)} · {loaded.placement.device} {loaded.placement.dtype}"]
         if app.read_only:
-            text += " · read-only"
-        _update(self.query_one("#model-info", Label), text)
+            parts.append("read-only")
+        _update(self.query_one("#model-info", Label), " · ".join(parts))
 
     def _show_pulse(self, pulse: RunPulse | None) -> None:
         label = self.query_one("#run-info", Label)
         label.set_class(pulse is not None and pulse.status == RunStatus.RUNNING, "-running")
-        _update(label, describe_pulse(pulse))
+        app: Workbench = self.app  # type: ignore[assignment]
+        _update(label, describe_pulse(pulse) if app.pulse_known else "")  # nothing is claimed before the first read
 
 
 class KeyBar(Horizontal):
@@ -164,6 +168,7 @@ class SmolScreen(ReportsWorkerErrors, Screen):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._runs_listed_at: float | None = None
+        self._runs: Sequence[RunSummary] = ()
 
     @property
     def smol(self) -> Workbench:
@@ -180,6 +185,31 @@ class SmolScreen(ReportsWorkerErrors, Screen):
     def on_mount(self) -> None:
         if self.RUNS_REFRESH_S is not None:
             self.set_interval(max(self.RUNS_REFRESH_S, 1 / self.smol.refresh_fps), self._list_runs_if_shown)
+            self.watch(self.app, "pulse", self._pulse_changed, init=False)
+
+    def show_runs(self, runs: Sequence[RunSummary]) -> None:
+        """Show the workspace's runs (screens with RUNS_REFRESH_S draw them here)."""
+
+    def on_runs_listed(self, message: RunsListed) -> None:
+        self._runs = message.runs
+        self.show_runs(self._with_pulse(self._runs))
+
+    def _pulse_changed(self, pulse: RunPulse | None) -> None:
+        if self._runs and self.is_current:
+            self.show_runs(self._with_pulse(self._runs))
+
+    def _with_pulse(self, runs: Sequence[RunSummary]) -> list[RunSummary]:
+        """The listed runs, with the header's run at the header's numbers when those are newer: the table and the
+        header above it never disagree about the run that is training."""
+        pulse = self.smol.pulse
+        if pulse is None:
+            return list(runs)
+        return [
+            replace(run, step=pulse.step, train_loss=pulse.loss, status=pulse.status)
+            if run.run_id == pulse.run_id and (pulse.step or 0) >= (run.step or 0)
+            else run
+            for run in runs
+        ]
 
     def on_screen_resume(self) -> None:
         if self.RUNS_REFRESH_S is None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.table import Table
 from textual.binding import Binding, BindingType
@@ -15,8 +15,10 @@ from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
 from smoltui.formatting import format_ago, format_loss, format_step
-from smoltui.messages import RunsListed
 from smoltui.screens.base import SmolScreen, number, status_text, sync_table
+
+if TYPE_CHECKING:
+    from smoltui.engine.runs import RunSummary
 
 RECENT_RUNS = 8
 RECENT_COLUMNS = (
@@ -35,6 +37,9 @@ QUICK_ACTIONS = (
     ("train", "t", "Train a new run"),
     ("runs", "o", "Open a run"),
 )
+
+if TYPE_CHECKING:
+    from smoltui.engine.runs import RunSummary
 
 
 def display_path(path: Path) -> str:
@@ -84,8 +89,7 @@ class HomeScreen(SmolScreen):
         sync_table(self.query_one("#recent-runs", DataTable), RECENT_COLUMNS, [])
         self.watch(self.app, "session_model", lambda _: self._show_workspace())
 
-    def on_runs_listed(self, message: RunsListed) -> None:
-        runs = message.runs
+    def show_runs(self, runs: Sequence[RunSummary]) -> None:
         self._run_count = len(runs)
         self._last_corpus = runs[0].corpus if runs else None
         now = self.smol.clock()

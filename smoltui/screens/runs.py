@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.binding import Binding, BindingType
@@ -13,9 +13,11 @@ from textual.widgets import DataTable, Label
 
 from smoltui.engine.run_contract import ACTIVE_STATUSES
 from smoltui.formatting import format_ago, format_loss, format_rate, format_step
-from smoltui.messages import RunsListed
 from smoltui.screens.base import SmolScreen, number, status_text, sync_table
 from smoltui.screens.confirm import ConfirmDelete
+
+if TYPE_CHECKING:
+    from smoltui.engine.runs import RunSummary
 
 MARK = "●"
 COLUMNS = (
@@ -29,6 +31,9 @@ COLUMNS = (
     ("tok/s", "speed"),
     ("started", "started"),
 )
+
+if TYPE_CHECKING:
+    from smoltui.engine.runs import RunSummary
 
 
 class RunsScreen(SmolScreen):
@@ -66,8 +71,7 @@ class RunsScreen(SmolScreen):
 
     # -- the table -----------------------------------------------------------------------------------------
 
-    def on_runs_listed(self, message: RunsListed) -> None:
-        runs = message.runs
+    def show_runs(self, runs: Sequence[RunSummary]) -> None:
         self._statuses = {run.run_id: run.status for run in runs}
         self.marked = [run_id for run_id in self.marked if run_id in self._statuses]
         now = self.smol.clock()

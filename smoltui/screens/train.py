@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import ContentSwitcher
+from textual.widget import AwaitMount
+from textual.widgets import ContentSwitcher, Input, Select
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.run_contract import TERMINAL_STATUSES, CommandKind, RunStatus
@@ -46,6 +47,7 @@ class TrainScreen(SmolScreen):
         Binding("c", "checkpoint", "Checkpoint", tooltip="Save a checkpoint after the current step"),
         Binding("n", "sample", "Sample", tooltip="Generate a sample after the current step"),
         Binding("ctrl+s", "start_run", "Start run", tooltip="Check the form and launch the run"),
+        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
         Binding("escape", "back_to_run", "Back to run", tooltip="Back to the dashboard of the open run"),
     ]
 
@@ -55,6 +57,7 @@ class TrainScreen(SmolScreen):
         self._dashboard: RunDashboard | None = None
         self._form: TrainForm | None = None
         self._switcher: ContentSwitcher | None = None
+        self._form_mounted: AwaitMount | None = None
 
     def compose_body(self) -> ComposeResult:
         with ContentSwitcher(id="train-views"):
@@ -62,9 +65,28 @@ class TrainScreen(SmolScreen):
 
     def on_mount(self) -> None:
         self._dashboard, self._switcher = self.query_one(RunDashboard), self.query_one(ContentSwitcher)
-        view, arguments = self._pending or ("form", ())
-        self._pending = None
-        self.show_run(*arguments) if view == "dashboard" else self.show_form()
+        pending, self._pending = self._pending, None
+        if pending is None and self.smol.start_run is not None:  # `watch RUN`, `demo`: the run comes first
+            pending = ("dashboard", (self.smol.start_run, self.smol.start_overlay))
+        if pending is None:
+            self._find_first_view()
+        elif pending[0] == "dashboard":
+            self.show_run(*pending[1])
+        else:
+            self.show_form()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="first-view")
+    def _find_first_view(self) -> None:
+        """What the screen opens on when nothing asked for a view: the run training now, else a new run's form."""
+        from smoltui.app import active_runs
+
+        running = active_runs(self.smol.workspace)
+        self.app.call_from_thread(self._show_first_view, running[0] if running else None)
+
+    def _show_first_view(self, run_id: str | None) -> None:
+        if self.view is not None:
+            return  # something was asked for meanwhile
+        self.show_run(run_id) if run_id else self.show_form()
 
     def on_screen_resume(self) -> None:
         self.dashboard.poll_now()
@@ -80,27 +102,43 @@ class TrainScreen(SmolScreen):
         """The new-run form, built on first use: watching a run never pays for its thirty fields."""
         if self._form is None:
             self._form = TrainForm(self.smol.workspace, id="form")
-            self._switcher.mount(self._form)
+            self._form_mounted = self._switcher.mount(self._form)
         return self._form
 
     @property
-    def view(self) -> str:
-        """ "form" or "dashboard": what the screen shows."""
-        return (self._switcher.current if self._switcher else None) or "form"
+    def view(self) -> str | None:
+        """ "form" or "dashboard": what the screen shows (None for the instant before it chose)."""
+        return self._switcher.current if self._switcher else None
 
     def show_run(self, run_ref: str | RunHandle, overlay: Sequence[str] = ()) -> None:
-        """Open the live dashboard of `run_ref` (id, unique prefix or "latest") with `overlay` runs on its loss."""
-        if not self.is_mounted:
+        """Open the live dashboard of `run_ref` (id, unique prefix or "latest") with `overlay` runs on its loss.
+
+        Called before the screen is mounted (the app's first screen, `watch`), it is what the screen opens on.
+        """
+        if self._switcher is None:
             self._pending = ("dashboard", (run_ref, tuple(overlay)))
             return
+        self.workers.cancel_group(self, "first-view")
+        self.workers.cancel_group(self, "show-form")
         self._switch("dashboard")
         self.dashboard.show(run_ref, overlay, launched=isinstance(run_ref, RunHandle))
 
     def show_form(self) -> None:
         """Show the new-run form, pre-filled with the session's model if one is loaded."""
-        if not self.is_mounted:
+        if self._switcher is None:
             self._pending = ("form", ())
             return
+        self.workers.cancel_group(self, "first-view")
+        if self.form.is_mounted:
+            self._show_form()
+        else:  # built just now: the switcher shows only a mounted child
+            self.run_worker(self._show_form_when_mounted(), group="show-form", exclusive=True)
+
+    async def _show_form_when_mounted(self) -> None:
+        await self._form_mounted
+        self._show_form()
+
+    def _show_form(self) -> None:
         self.form.offer_model(self._session_source())
         self._switch("form")
         self.form.focus_first()
@@ -136,8 +174,11 @@ class TrainScreen(SmolScreen):
             return not self.read_only
         if action == "start_run":
             return self.view == "form" and not self.read_only
+        typing = isinstance(self.focused, Input | Select)
+        if action == "leave_field":
+            return self.view == "form" and typing
         if action == "back_to_run":
-            return self.view == "form" and self.dashboard.run_id is not None
+            return self.view == "form" and self.dashboard.run_id is not None and not typing
         return True
 
     def action_pause(self) -> None:
@@ -174,6 +215,15 @@ class TrainScreen(SmolScreen):
 
     def action_new_run(self) -> None:
         self.show_form()
+
+    def action_leave_field(self) -> None:
+        self.set_focus(None)
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # typing or not decides what escape does, and the footer says so
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
 
     def action_back_to_run(self) -> None:
         self._switch("dashboard")

@@ -23,6 +23,7 @@ from textual.widgets import Static
 from smoltui.engine.run_contract import ACTIVE_STATUSES, CommandKind, Metric, RunStatus
 from smoltui.engine.run_feed import TRAIN_LOSS, VAL_LOSS, RunDelta, RunFeed, RunProgressState
 from smoltui.engine.runs import RunHandle, attach
+from smoltui.messages import RunProgressShown
 from smoltui.widgets.chart_frame import format_value
 from smoltui.widgets.line_chart import PALETTE, LineChart
 from smoltui.widgets.run_panels import (
@@ -284,6 +285,10 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
                     if event.level == "error":
                         self.notify(self.state.problem or event.message, title=f"Run {event.kind}", severity="error")
         self._show_progress()
+        state = self.state
+        self.post_message(
+            RunProgressShown(self.feeds[0].run_id, state.status, state.step, state.max_steps, state.last_train)
+        )
 
     # -- display
 

@@ -198,7 +198,7 @@ def test_nan_loss_pauses_and_rolls_back_to_the_last_good_checkpoint(workspace, c
 def test_a_corpus_shorter_than_the_context_fails_the_run_with_one_sentence(workspace, tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("too short for any window\n")
-    handle = launch_run(tiny_config(short), workspace)
+    handle = start_trainer(create_run(tiny_config(short), workspace), resume=False)  # past the launch checks
     assert handle.wait(timeout=60) == "failed"
     error = [event for event in handle.events() if event.level == "error"][-1]
     assert error.kind == "bad-config"

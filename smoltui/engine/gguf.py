@@ -10,9 +10,10 @@ The cache is the user's, not a workspace's: $SMOLTUI_CACHE, else $XDG_CACHE_HOME
 A conversion depends on the file's bytes alone, so every workspace, run and test session shares one. Layout:
     gguf/<sha256>/             config.json, model.safetensors, tokenizer files, chat_template.jinja, origin.json
     gguf/.partial-<pid>-<x>/   a conversion being written; renamed to its final name only once complete
-    gguf/digests/<key>         the SHA-256 of a file, keyed by its path, size, times and inode
-A later load hashes nothing while the file is unchanged: the digest is remembered per (path, size, mtime, ctime,
-inode), and ctime cannot be set back by hand, so an edited or replaced file is hashed again.
+    gguf/digests/<key>         the SHA-256 of a file, keyed by its path, size, mtime and inode
+A later load hashes nothing while the file is unchanged: the digest is remembered per (path, size, mtime, inode),
+so a file written again or replaced is hashed again. (Not ctime: a package manager that hard-links its cache into
+each environment changes the file's ctime whenever it links it somewhere else.)
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def converted_folder(path: Path, progress: Callable[[str], None] | None = None) 
                 say(f"hashing {path.name} ({format_bytes(stat.st_size)}) to find its conversion in the cache")
                 digest = _sha256(path)
                 write_atomically(memo, lambda out: out.write(digest.encode()))
-            if not (root / digest).is_dir():
+            if not (root / digest).is_dir():  # not converted yet (a copy of this file elsewhere may have been)
                 _remove_abandoned_conversions(root)
                 _convert(path, facts, root / digest, say)
                 return root / digest
@@ -312,7 +313,7 @@ def _type_name(kind: int) -> str:
 
 
 def _stat_key(path: Path, stat: os.stat_result) -> str:
-    identity = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ctime_ns}\0{stat.st_ino}"
+    identity = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
     return hashlib.sha256(identity.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

@@ -66,10 +66,13 @@ LAYER_NAMES = {
 }
 
 
-def write_gguf(path: Path, model, tokenizer, architecture: str = "llama") -> Path:
+def write_gguf(
+    path: Path, model, tokenizer, architecture: str = "llama", tokenizer_model: str | None = "gpt2", config=None
+) -> Path:
     """`model` (a tied LlamaForCausalLM) and `tokenizer` (a byte-level BPE) as llama.cpp saves them: F32 tensors
-    under its names, q/k rows permuted, the tokenizer and chat template in the metadata."""
-    config = model.config
+    under its names, q/k rows permuted, the tokenizer (of type `tokenizer_model`, none if None) and chat template
+    in the metadata. The metadata describes `config`, the model's own when None."""
+    config = config or model.config
     writer = gguf.GGUFWriter(str(path), architecture)
     writer.add_name("tiny llama")
     writer.add_context_length(config.max_position_embeddings)
@@ -81,17 +84,19 @@ def write_gguf(path: Path, model, tokenizer, architecture: str = "llama") -> Pat
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
-    vocab = tokenizer.get_vocab()
-    tokens = sorted(vocab, key=vocab.get)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(tokens)
-    special = set(tokenizer.all_special_tokens)
-    writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
-    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
-    writer.add_token_merges([" ".join(merge) if isinstance(merge, list) else merge for merge in merges])
-    writer.add_bos_token_id(tokenizer.bos_token_id)
-    writer.add_eos_token_id(tokenizer.eos_token_id)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_vocab_size(config.vocab_size)
+    if tokenizer_model is not None:
+        vocab = tokenizer.get_vocab()
+        tokens = sorted(vocab, key=vocab.get)
+        writer.add_tokenizer_model(tokenizer_model)
+        writer.add_token_list(tokens)
+        special = set(tokenizer.all_special_tokens)
+        writer.add_token_types([gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens])
+        merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+        writer.add_token_merges([" ".join(merge) if isinstance(merge, list) else merge for merge in merges])
+        writer.add_bos_token_id(tokenizer.bos_token_id)
+        writer.add_eos_token_id(tokenizer.eos_token_id)
+        writer.add_chat_template(CHAT_TEMPLATE)
     for name, tensor in model.state_dict().items():
         weights = tensor.numpy()
         if name == "lm_head.weight":
@@ -322,6 +327,36 @@ def test_an_architecture_transformers_cannot_load_gets_one_line(cache, tiny_llam
     assert f"cannot load from GGUF; it loads {', '.join(supported_architectures())}." in message
     assert {"llama", "qwen2", "gpt2"} <= set(supported_architectures())
     assert not {"general", "tokenizer"} & set(supported_architectures())
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_model", "said"),
+    [(None, "bare.gguf carries no tokenizer;"), ("bert", "warning: transformers cannot convert the tokenizer")],
+)
+def test_a_gguf_without_a_usable_tokenizer_asks_for_one(cache, tiny_llama, tmp_path, tokenizer_model, said):
+    _, model, tokenizer = tiny_llama
+    path = write_gguf(tmp_path / "bare.gguf", model, tokenizer, tokenizer_model=tokenizer_model)
+    messages: list[str] = []
+    with pytest.raises(UserError) as error:
+        load_model(str(path), device="cpu", progress=messages.append)
+    assert one_sentence(error) == (
+        f"{path} carries no tokenizer that transformers can convert; pass one with --tokenizer (char, bpe:N, a "
+        "folder or a Hub id)."
+    )
+    assert any(said in message for message in messages), messages
+    loaded = load_model(str(path), tokenizer="char", device="cpu")  # the conversion is cached without one
+    assert torch.equal(logits(loaded.model), logits(model)) and len(loaded.tokenizer) == 99
+
+
+def test_tensors_that_do_not_fit_the_metadata(cache, tiny_llama, tmp_path):
+    _, model, tokenizer = tiny_llama
+    described = model.config.to_dict() | {"intermediate_size": 48}
+    path = write_gguf(tmp_path / "odd.gguf", model, tokenizer, config=transformers.LlamaConfig(**described))
+    with pytest.raises(UserError) as error:
+        load_model(str(path), device="cpu")
+    assert (
+        one_sentence(error) == f"the tensors in {path} do not fit its metadata (their shapes differ); re-download it."
+    )
 
 
 def test_overrides_do_not_apply_to_a_gguf(cache, tiny_llama):

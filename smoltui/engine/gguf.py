@@ -176,10 +176,17 @@ def _convert(path: Path, facts: GgufFacts, folder: Path, say: Callable[[str], No
         )
     tokenizer = _convert_tokenizer(path, facts, location, config, say)
     say(f"loading and dequantizing {facts.tensors} tensors to fp32 ({format_bytes(facts.dequantized_bytes)})")
-    with _progress_bars_reported(say):
-        model, info = AutoModelForCausalLM.from_pretrained(
-            **location, config=config, dtype=torch.float32, output_loading_info=True
-        )
+    try:
+        with _progress_bars_reported(say):
+            model, info = AutoModelForCausalLM.from_pretrained(
+                **location, config=config, dtype=torch.float32, output_loading_info=True
+            )
+    except RuntimeError as error:
+        if "mismatch" not in str(error):
+            raise
+        raise UserError(
+            f"the tensors in {path} do not fit its metadata (their shapes differ); re-download it."
+        ) from None
     if info["missing_keys"]:
         example = sorted(info["missing_keys"])[0]
         raise UserError(

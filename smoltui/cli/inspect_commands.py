@@ -33,8 +33,11 @@ def info(
 
     A GGUF file (or the bundled model) is converted once into the user cache; the status line shows each step.
     """
+    from transformers.utils import logging as hf_logging
+
     from smoltui.engine.models import GGUF_KINDS, load_model, module_table
 
+    hf_logging.disable_progress_bar()  # the status line reports the steps; bars on stderr would garble it
     with console.status(f"loading {source}…") as status:
         loaded = load_model(
             source,

@@ -91,13 +91,13 @@ def test_bpe_trains_on_the_builtin_corpus_when_none_is_given(workspace, monkeypa
     assert loaded.summary.vocab == len(loaded.tokenizer)
 
 
-@pytest.mark.parametrize("name", ["nano", "smollm2", "nanochar", "Tiny"])
+@pytest.mark.parametrize("name", ["nano", "smollm2", "nanochar", "Tiny", "smollm2-instruct"])
 def test_preset_lookalikes_list_the_presets(name):
     with pytest.raises(UserError) as error:
         load_model(name, device="cpu")
     assert one_sentence(error) == (
-        f"unknown model {name!r}; known presets: nano-char, smollm2-135m, gpt2-small, tiny — or pass a folder or a "
-        "Hub id."
+        f"unknown model {name!r}; known presets: nano-char, smollm2-135m, gpt2-small, tiny; bundled: "
+        "smollm2-135m-instruct — or pass a .gguf file, a folder or a Hub id."
     )
 
 

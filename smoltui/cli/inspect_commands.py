@@ -13,7 +13,10 @@ from smoltui.formatting import format_bytes
 @app.command()
 @reports_user_errors
 def info(
-    source: Annotated[str, typer.Argument(help="Preset name, model folder, Hub id or run:<id>[@step].")],
+    source: Annotated[
+        str,
+        typer.Argument(help="Preset, bundled model (smollm2-135m-instruct), .gguf file, folder, Hub id or run:<id>."),
+    ],
     tokenizer: Annotated[
         str | None, typer.Option("--tokenizer", help="char, bpe:N, a tokenizer folder or Hub id.", show_default=False)
     ] = None,
@@ -25,12 +28,17 @@ def info(
     ] = False,
     workspace: WorkspaceOption = None,
 ) -> None:
-    """Describe a model: architecture, parameter counts, shape, memory, and its modules."""
+    """Describe a model: architecture, parameter counts, shape, memory, and its modules.
+
+    A GGUF file (or the bundled model) is converted once into the user cache; the status line shows each step.
+    """
     from rich.table import Table
+    from transformers.utils import logging as hf_logging
 
-    from smoltui.engine.models import load_model, module_table
+    from smoltui.engine.models import GGUF_KINDS, load_model, module_table
 
-    with console.status(f"loading {source}…"):
+    hf_logging.disable_progress_bar()  # the status line reports the steps; bars on stderr would garble it
+    with console.status(f"loading {source}…") as status:
         loaded = load_model(
             source,
             tokenizer=tokenizer,
@@ -38,13 +46,15 @@ def info(
             dtype=dtype,
             trust_remote_code=trust_remote_code,
             workspace=workspace,
+            progress=status.update,
         )
     summary = loaded.summary
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold")
-    facts.add_column()
+    facts.add_column(overflow="fold")  # paths whole, wrapped, rather than cut with an ellipsis
     rows = [
-        ("source", f"{loaded.source} ({loaded.kind})"),
+        ("source", f"{loaded.source} ({loaded.kind_label})"),
+        *([("converted to", str(loaded.folder))] if loaded.kind in GGUF_KINDS else []),
         ("architecture", f"{summary.architecture} ({summary.family})"),
         ("parameters", f"{summary.total_params:,}"),
         ("  embedding", f"{summary.embedding_params:,}"),

@@ -1,8 +1,9 @@
-"""Model sources (preset, local folder, Hub id, run:<id>[@step] checkpoint), loading, and summaries.
+"""Model sources (preset, bundled model, GGUF file, local folder, Hub id, run:<id>[@step]), loading, summaries.
 
 Every source ends as a transformers causal LM in eval mode on the chosen device, with its tokenizer: presets
 (see presets.py) get fresh weights from a seed, folders and Hub snapshots load with
-`AutoModelForCausalLM.from_pretrained` after their files are checked (see model_folders.py).
+`AutoModelForCausalLM.from_pretrained` after their files are checked (see model_folders.py), and GGUF files, the
+bundled ones included (see bundled.py), load from the folder they are converted to once (see gguf.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smoltui.engine.architecture import model_parts
+from smoltui.engine.bundled import BUNDLED_MODELS, BundledModelStatus, bundled_models
 from smoltui.engine.device import Placement, resolve_placement
 from smoltui.engine.errors import UserError
+from smoltui.engine.gguf import converted_folder, forget_conversion, is_gguf_file
 from smoltui.engine.model_folders import has_tokenizer_files, hub_snapshot, load_folder_model
-from smoltui.engine.presets import PRESETS, Preset, build_preset_model, preset_config, preset_names, unknown_model
+from smoltui.engine.presets import PRESETS, Preset, build_preset_model, preset_config, preset_names
 from smoltui.engine.workspace import cache_dir, workspace_path
 
 if TYPE_CHECKING:
@@ -29,12 +32,17 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
+    "BUNDLED_MODELS",
+    "KIND_LABELS",
     "PRESETS",
+    "GGUF_KINDS",
+    "BundledModelStatus",
     "LoadedModel",
     "ModelSummary",
     "ModuleRow",
     "Preset",
     "build_preset_model",
+    "bundled_models",
     "load_model",
     "module_table",
     "preset_config",
@@ -44,6 +52,16 @@ __all__ = [
 ]
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# What each LoadedModel.kind means, in words for the Model screen and `smoltui info`.
+KIND_LABELS = {
+    "preset": "preset (fresh weights)",
+    "bundled": "pretrained (bundled GGUF)",
+    "gguf": "pretrained (GGUF file)",
+    "folder": "model folder",
+    "hub": "Hugging Face Hub",
+    "run": "run checkpoint",
+}
+GGUF_KINDS = ("bundled", "gguf")
 
 
 @dataclass(frozen=True)
@@ -84,10 +102,16 @@ class LoadedModel:
     model: PreTrainedModel  # eval mode, on `placement`
     tokenizer: PreTrainedTokenizerBase
     source: str  # as the caller wrote it
-    kind: str  # "preset", "folder", "hub", or the prefix of a registered resolver such as "run"
+    kind: str  # a key of KIND_LABELS: "preset", "bundled", "gguf", "folder", "hub" or "run"
     placement: Placement
     summary: ModelSummary
     train_context: int | None = None  # a preset's default training context, else the model's positions
+    folder: Path | None = None  # where the weights were read (a GGUF's cached conversion), None for a preset
+
+    @property
+    def kind_label(self) -> str:
+        """The kind in words, e.g. "pretrained (bundled GGUF)" or "preset (fresh weights)"."""
+        return KIND_LABELS.get(self.kind, self.kind)
 
 
 def load_model(
@@ -103,9 +127,11 @@ def load_model(
     overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LoadedModel:
-    """Load `source` (a preset name, a folder, a Hub id or "run:<id>[@step]") with its tokenizer.
+    """Load `source` (a preset, a bundled model, a .gguf file, a folder, a Hub id or "run:<id>[@step]").
 
-    A preset name wins over a folder of the same name in the working directory; write "./tiny" for the folder.
+    A preset or bundled name wins over a folder of the same name in the working directory; write "./tiny" for
+    the folder. A GGUF file is converted once into the user cache (see gguf.py), reporting each step to
+    `progress`; later loads read the cached folder.
 
     `tokenizer` overrides the source's own; `corpus_texts` is what a "bpe:N" tokenizer trains on (the built-in
     pydocs corpus when None); `overrides` changes a preset's config numbers (e.g. {"n_layer": 4, "dropout": 0}).
@@ -113,23 +139,36 @@ def load_model(
     say = progress or (lambda _message: None)
     source = source.strip()
     if not source:
-        raise UserError(f"no model given; pass a preset ({', '.join(PRESETS)}), a folder or a Hub id.")
+        raise UserError(
+            f"no model given; pass a preset ({', '.join(PRESETS)}), a bundled model ({', '.join(BUNDLED_MODELS)}), "
+            "a .gguf file, a folder or a Hub id."
+        )
     placement = resolve_placement(device, dtype)
     prefix, colon, rest = source.partition(":")
     if colon and prefix == "run":
         from smoltui.engine.runs import run_checkpoint_folder
 
-        kind, folder = "run", run_checkpoint_folder(rest, workspace)
+        kind, location = "run", run_checkpoint_folder(rest, workspace)
     elif source in PRESETS:
         return _load_preset(source, tokenizer, placement, seed, corpus_texts, workspace, overrides, say)
+    elif source in BUNDLED_MODELS:
+        kind, location = "bundled", BUNDLED_MODELS[source].locate()
     else:
-        kind, folder = _locate(source, trust_remote_code, say)
+        kind, location = _locate(source, trust_remote_code, say)
     if overrides:
         raise UserError(
             f"overrides change a preset's architecture, and {source!r} brings its own; drop them or start "
             "from a preset."
         )
-    model = load_folder_model(folder, placement, trust_remote_code, say)
+    if kind in GGUF_KINDS:
+        folder, model = _load_converted(location, placement, say)
+        if tokenizer is None and not has_tokenizer_files(folder):
+            raise UserError(
+                f"{source} carries no tokenizer that transformers can convert; pass one with --tokenizer "
+                "(char, bpe:N, a folder or a Hub id)."
+            )
+    else:
+        folder, model = location, load_folder_model(location, placement, trust_remote_code, say)
     summary = summarize(model)  # first, so an architecture smoltui cannot read is refused before anything else
     if tokenizer is None and kind == "hub" and not has_tokenizer_files(folder):
         tokenizer = source  # the snapshot was fetched without tokenizer files; the tokenizer loader finds them
@@ -139,12 +178,13 @@ def load_model(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has {summary.vocab}; "
             "pass a tokenizer that matches the model."
         )
-    return LoadedModel(model, tok, source, kind, placement, summary, summary.context)
+    return LoadedModel(model, tok, source, kind, placement, summary, summary.context, folder)
 
 
 def _load_preset(name, tokenizer, placement, seed, corpus_texts, workspace, overrides, say) -> LoadedModel:
     preset = PRESETS[name]
-    tok = resolve_tokenizer(tokenizer or preset.tokenizer, corpus_texts=corpus_texts, workspace=workspace, progress=say)
+    spec = tokenizer or _preset_tokenizer(preset, say)
+    tok = resolve_tokenizer(spec, corpus_texts=corpus_texts, workspace=workspace, progress=say)
     say(f"building {name} with seed {seed} on {placement.device} ({placement.dtype})")
     model = build_preset_model(name, tok, seed=seed, overrides=overrides, placement=placement)
     summary = summarize(model)
@@ -152,16 +192,52 @@ def _load_preset(name, tokenizer, placement, seed, corpus_texts, workspace, over
     return LoadedModel(model, tok, name, "preset", placement, summary, context)
 
 
+def _preset_tokenizer(preset: Preset, say) -> str:
+    """The preset's default tokenizer; where that is a bundled model's and it is not installed, the fallback."""
+    bundled = BUNDLED_MODELS.get(preset.tokenizer)
+    if bundled is None or bundled.path() is not None or preset.fallback_tokenizer is None:
+        return preset.tokenizer
+    say(
+        f"warning: {preset.name} takes its tokenizer from {bundled.name}, which is not installed (add it with "
+        f"`{bundled.install_command}`); using {preset.fallback_tokenizer} instead."
+    )
+    return preset.fallback_tokenizer
+
+
+def _load_converted(gguf_file: Path, placement: Placement, say) -> tuple[Path, PreTrainedModel]:
+    """The model of a GGUF file, read from its cached conversion (converted first where there is none).
+
+    The model from_pretrained gives for a GGUF refuses save_pretrained; the one read back from the converted
+    folder is plain, so checkpoints of a fine-tuning run save like any other.
+    """
+    folder = converted_folder(gguf_file, say)
+    try:
+        return folder, load_folder_model(folder, placement, False, say)
+    except UserError:  # the cache was changed by hand (a file removed or cut short): convert it again
+        say(f"the cached conversion {folder} is damaged; converting {gguf_file.name} again")
+        forget_conversion(folder)
+        folder = converted_folder(gguf_file, say)
+        return folder, load_folder_model(folder, placement, False, say)
+
+
 def _locate(source: str, trust_remote_code: bool, say) -> tuple[str, Path]:
-    """("folder", path) for an existing path, ("hub", snapshot folder) for a Hub id; UserError otherwise."""
+    """("gguf", file), ("folder", path) for an existing path, ("hub", snapshot folder) for a Hub id."""
     path = Path(source).expanduser()
+    if is_gguf_file(path):
+        return "gguf", path
     if path.exists():
         return "folder", path
+    if source.lower().endswith(".gguf"):
+        raise UserError(f"no such file: {source}; check the path.")
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source or source.endswith("/"):
         raise UserError(f"no such folder: {source}; check the path.")
-    looks_like_preset = difflib.get_close_matches(source.lower(), PRESETS, n=1, cutoff=0.6)
-    if not _HUB_ID.match(source) or ("/" not in source and looks_like_preset):
-        raise unknown_model(source)
+    names = [*PRESETS, *BUNDLED_MODELS]
+    looks_like_a_name = difflib.get_close_matches(source.lower(), names, n=1, cutoff=0.6)
+    if not _HUB_ID.match(source) or ("/" not in source and looks_like_a_name):
+        raise UserError(
+            f"unknown model {source!r}; known presets: {', '.join(PRESETS)}; bundled: {', '.join(BUNDLED_MODELS)} "
+            "— or pass a .gguf file, a folder or a Hub id."
+        )
     return "hub", hub_snapshot(source, trust_remote_code, say)
 
 
@@ -173,9 +249,16 @@ def resolve_tokenizer(
     trust_remote_code: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> PreTrainedTokenizerBase:
-    """`load_tokenizer(spec)`, except that a "bpe:N" is trained once per corpus and kept in the workspace cache."""
+    """`load_tokenizer(spec)`, except that a "bpe:N" is trained once per corpus and kept in the workspace cache,
+    and a bundled model's name or a .gguf file gives the tokenizer of its cached conversion."""
     from smoltui.engine.tokenizers import load_tokenizer
 
+    gguf_file = _gguf_tokenizer_file(spec.strip())
+    if gguf_file is not None:
+        folder = converted_folder(gguf_file, progress)
+        if not has_tokenizer_files(folder):
+            raise UserError(f"{spec.strip()} carries no tokenizer that transformers can convert; pass another one.")
+        return load_tokenizer(str(folder))
     size = spec.strip().removeprefix("bpe:").strip()
     if not spec.strip().startswith("bpe:") or not size.isdigit():
         return load_tokenizer(spec, corpus_texts=corpus_texts, trust_remote_code=trust_remote_code)
@@ -198,6 +281,18 @@ def resolve_tokenizer(
     except OSError:  # another process finished the same tokenizer first; theirs is identical
         shutil.rmtree(partial, ignore_errors=True)
     return tokenizer
+
+
+def _gguf_tokenizer_file(spec: str) -> Path | None:
+    """The GGUF file a tokenizer spec names (a bundled model or a .gguf path), None for any other spec."""
+    if spec in BUNDLED_MODELS:
+        return BUNDLED_MODELS[spec].locate()
+    path = Path(spec).expanduser()
+    if is_gguf_file(path):
+        return path
+    if spec.lower().endswith(".gguf"):
+        raise UserError(f"no such file: {spec}; check the path.")
+    return None
 
 
 def _builtin_corpus() -> str:

@@ -26,6 +26,8 @@ class Preset:
     numbers: dict[str, Any]  # config fields, in that family's own names; vocab and special ids come from the tokenizer
     tokenizer: str  # the default tokenizer spec
     train_context: int  # the context training uses by default (may be shorter than the model's positions)
+    # Used, with a warning, where `tokenizer` names a bundled model that is not installed.
+    fallback_tokenizer: str | None = None
 
 
 _NANO_DROPOUT = {"resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}
@@ -50,7 +52,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "smollm2-135m",
-            "SmolLM2-135M's Llama architecture: 30 layers, 576 wide, 9 heads / 3 KV heads, BPE 49152 (~135M)",
+            "SmolLM2-135M's Llama architecture with fresh weights: 30 layers, 576 wide, 9 heads / 3 KV heads, "
+            "SmolLM2's own tokenizer (49152) (~135M)",
             "llama",
             {
                 "num_hidden_layers": 30,
@@ -65,8 +68,10 @@ PRESETS: dict[str, Preset] = {
                 "tie_word_embeddings": True,
                 "initializer_range": 0.041666666666666664,
             },
-            "bpe:49152",
+            # SmolLM2's tokenizer, from the bundled SmolLM2-135M-Instruct, as the from-scratch projects use it.
+            "smollm2-135m-instruct",
             2048,
+            fallback_tokenizer="bpe:49152",
         ),
         Preset(
             "gpt2-small",

@@ -21,7 +21,8 @@ from smoltui.widgets.run_dashboard import RunDashboard
 from smoltui.widgets.train_form import TrainForm
 
 CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
-DASHBOARD_ACTIONS = CONTROL_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
+CHART_ACTIONS = {"toggle_clip_start", "toggle_align", "crosshair", "move_crosshair"}
+DASHBOARD_ACTIONS = CONTROL_ACTIONS | CHART_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
 
 
 class TrainScreen(SmolScreen):
@@ -47,6 +48,17 @@ class TrainScreen(SmolScreen):
         Binding("n", "sample", "Sample", tooltip="Generate a sample after the current step"),
         Binding("ctrl+s", "start_run", "Start run", tooltip="Check the form and launch the run"),
         Binding("escape", "back_to_run", "Back to run", tooltip="Back to the dashboard of the open run"),
+        Binding(
+            "o", "toggle_clip_start", "All y", show=False, tooltip="Y ranges: every point, or clip the first steps"
+        ),
+        Binding(
+            "a", "toggle_align", "Align", show=False, tooltip="Overlaid runs: align by step or by fraction of max_steps"
+        ),
+        Binding("x", "crosshair", "Cursor", show=False, tooltip="Cursor on the loss chart: the step and values there"),
+        Binding("left", "move_crosshair(-1)", "Cursor left", show=False, tooltip="Move the cursor a column left"),
+        Binding("right", "move_crosshair(1)", "Cursor right", show=False, tooltip="Move the cursor a column right"),
+        Binding("shift+left", "move_crosshair(-10)", "Cursor left", show=False, tooltip="Cursor ten columns left"),
+        Binding("shift+right", "move_crosshair(10)", "Cursor right", show=False, tooltip="Cursor ten columns right"),
     ]
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
@@ -132,6 +144,8 @@ class TrainScreen(SmolScreen):
                 return False
             if action in ("pause", "resume"):
                 return (self.dashboard.state.status == RunStatus.PAUSED) == (action == "resume")
+        if action == "move_crosshair":
+            return self.dashboard.crosshair
         if action == "new_run":
             return not self.read_only
         if action == "start_run":
@@ -174,6 +188,18 @@ class TrainScreen(SmolScreen):
 
     def action_zoom(self) -> None:
         self.dashboard.cycle_zoom()
+
+    def action_toggle_clip_start(self) -> None:
+        self.dashboard.toggle_clip_start()
+
+    def action_toggle_align(self) -> None:
+        self.dashboard.toggle_align()
+
+    def action_crosshair(self) -> None:
+        self.dashboard.toggle_crosshair()
+
+    def action_move_crosshair(self, columns: int) -> None:
+        self.dashboard.move_crosshair(columns)
 
     def action_new_run(self) -> None:
         self.show_form()

@@ -154,8 +154,9 @@ def _hidden_text(names: list[str], room: int) -> str:
     return next((text for text in (f"{count} more", count) if len(text) <= room), "")
 
 
-def _entry(s: Series, view: ChartView, at: float | None, at_step: float | None) -> list[Run]:
-    """A series' marker, name and value: its latest, or with `at` its last at or before that x."""
+def _entry(s: Series, view: ChartView, at: float | None, at_step: float | None, with_raw: bool) -> list[Run]:
+    """A series' marker, name and value: its latest, or with `at` its last at or before that x (and its raw
+    value too, `with_raw`, when smoothing is on)."""
     marker = POINT_MARKER if s.style == "points" else "━"
     smoothed = view.smoothing > 0 and s.style == "line"
     index = len(s) - 1 if at is None else int(np.searchsorted(s.steps, at * steps_per_x(s, view), "right")) - 1
@@ -163,7 +164,7 @@ def _entry(s: Series, view: ChartView, at: float | None, at_step: float | None) 
     if index < 0:
         return [*head, ("–", "label")]
     text = format_value(s.smoothed(view.smoothing)[index] if smoothed else s.values[index])
-    if at is not None and smoothed:
+    if at is not None and smoothed and with_raw:
         text += f" (raw {format_value(s.values[index])})"
     if at is not None and s.steps[index] != at_step:
         text += f" @{_step_text(s.steps[index])}"
@@ -196,6 +197,8 @@ def legend_row(series: Sequence[Series], view: ChartView, width: int, notes: str
     With `at` (a cursor's x) it is the cursor's readout instead: the step there, then each series' value at its
     last point at or before it (the raw value beside the smoothed one when smoothing is on, and the point's own
     step after "@" where it differs, as it always does for runs aligned by fraction).
+
+    Where room is short, the notes go first, then the raw values, then the series that do not fit.
     """
     filled = [s for s in series if len(s)]
     at_step = None
@@ -208,11 +211,13 @@ def legend_row(series: Sequence[Series], view: ChartView, width: int, notes: str
         at_step = max(found) if found else None
         head = f"step {_step_text(at_step if found else math.floor(at))}"
     head = head[:width]
-    entries = [_entry(s, view, at, at_step) for s in filled]
     names = [s.name for s in filled]
-    runs, used, everything = _legend_entries(head, entries, names, width - (len(notes) + 2 if notes else 0))
-    if not everything:  # the series come before the notes
-        runs, used, _ = _legend_entries(head, entries, names, width)
+    for with_raw, with_notes in ((True, True), (True, False), (False, False)):  # every series first, then the rest
+        entries = [_entry(s, view, at, at_step, with_raw) for s in filled]
+        room = width - (len(notes) + 2 if notes and with_notes else 0)
+        runs, used, everything = _legend_entries(head, entries, names, room)
+        if everything:
+            break
     if notes and len(notes) + 1 <= width - used:
         runs += [(" " * (width - used - len(notes)), "blank"), (notes, "label")]
     elif used < width:

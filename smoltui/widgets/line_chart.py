@@ -290,19 +290,17 @@ class LineChart(Widget):
         key = (self._cache_key, x)
         if self._readout is None or self._readout[0] != key:
             view, frame = self.view, self._frame
-            row = legend_row(list(self._series.values()), view, self.size.width, frame.notes, at=x)
-            self._readout = (key, self._strip(row))
+            width = self.size.width
+            self._readout = (key, self._strip(legend_row(list(self._series.values()), view, width, frame.notes, at=x)))
         return self._readout[1]
 
     def _strip(self, row: list[Run]) -> Strip:
-        base = self.rich_style
-        return Strip([Segment(text, self._style_of(role)) for text, role in row]).adjust_cell_length(
-            self.size.width, base
-        )
+        """One row of runs as a strip, in the styles of the last build (`render_strips`)."""
+        return Strip([Segment(text, self._style_of(role)) for text, role in row])
 
     def _style_of(self, role: str | Ink) -> Style:
         if role not in self._styles:
-            base = self.rich_style
+            base = self._styles["blank"]
             background = Color.from_rich_color(base.bgcolor) if base.bgcolor else Color(0, 0, 0)
             colour = Color.parse(role.colour)
             self._styles[role] = base + Style(

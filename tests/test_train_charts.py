@@ -77,8 +77,13 @@ async def test_a_aligns_a_short_run_with_a_long_one_by_fraction_of_their_lengths
         assert chart.by_fraction
         lines = chart_lines(chart)
         assert lines[-1].startswith("% of run") and lines[-1].rstrip().endswith("100%")
-        await pilot.press("a")
-        assert chart_lines(chart)[-1].startswith("step")
+        await pilot.press("x")
+        readout = chart_lines(chart)[0]
+        assert readout.startswith("100% of run  ━ 120000-long ") and "@600  ━ 130000-short " in readout
+        assert "@111" in readout  # each run at its own last step
+        await pilot.press("a")  # a pinned cursor moves to the newest x in the new unit
+        lines = chart_lines(chart)
+        assert lines[-1].startswith("step") and lines[0].startswith("step 600")
 
 
 async def test_x_pins_a_cursor_that_the_arrows_move_and_the_mouse_reads_too(workspace):

@@ -255,11 +255,13 @@ class PlotArea:
 @dataclass(frozen=True)
 class ChartFrame:
     """A laid-out chart: `rows` of runs, each exactly as wide as the chart; where its plot lies (None when
-    nothing is drawn); the row a cursor's readout replaces; the view notes of the legend (for that readout)."""
+    nothing is drawn); the row a cursor's readout replaces and the row of the step axis line (None where there
+    are none); the view notes of the legend (for that readout)."""
 
     rows: list[list[Run]]
     plot: PlotArea | None = None
     readout_row: int | None = None
+    axis_row: int | None = None
     notes: str = ""
 
 
@@ -354,7 +356,9 @@ def build_frame(series: Sequence[Series], width: int, height: int, view: ChartVi
         rows.append([*gutter, *_runs(codes[r], owner[r], inks)])
     rows += _x_axis(xs, left, plot_w, width, view, line=not compact)[-axis_rows:] if axis_rows else []
     plot = PlotArea(left, top, plot_w, plot_h, *xs)
-    return ChartFrame(rows, plot, readout_row=height - 1 if compact else 0, notes=notes)
+    if compact:  # the readout replaces the step labels, if there are any
+        return ChartFrame(rows, plot, readout_row=height - 1 if axis_rows else None, notes=notes)
+    return ChartFrame(rows, plot, readout_row=0, axis_row=top + plot_h, notes=notes)
 
 
 def _x_axis(

@@ -275,7 +275,7 @@ class LineChart(Widget):
         column = plot.left + plot.column_of(x)
         if plot.top <= y < plot.top + plot.height:
             return self._overlay(strip, column, "│", only_on_blank=True)
-        if y == plot.top + plot.height and not self.view.compact and len(frame.rows) > y + 1:
+        if y == frame.axis_row:
             return self._overlay(strip, column, "┴")  # where the cursor line meets the step axis
         return strip
 

@@ -160,6 +160,9 @@ async def test_a_pinned_cursor_starts_at_the_newest_step_and_moves_by_columns():
         assert cursor_column(chart_lines(chart)) == [plot.left + plot.width - 12]
         chart.move_cursor(-1_000)
         assert chart.cursor_x == 0
+        chart.move_cursor(1)
+        assert chart.cursor_x == plot.x_of(1)
+        chart.move_cursor(-1)
         await pilot.hover("#spark", offset=(1, 1))  # the mouse leaving does not unpin it
         assert chart.cursor_x == 0
         chart.crosshair = False

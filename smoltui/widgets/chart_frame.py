@@ -120,11 +120,11 @@ def y_range(layers: list[Layer], xs: tuple[float, float], start_until: float, vi
     if not lows:
         return None
     scale = math.log10 if view.log_y else float
-    lo = scale(min(lows))
-    hi = scale(max(rest_highs or start_highs))
-    clipped = bool(rest_highs and start_highs) and scale(max(start_highs)) - hi > STICKS_OUT * (hi - lo)
-    if start_highs and rest_highs and not clipped:
-        hi = max(hi, scale(max(start_highs)))
+    lo, hi, clipped = scale(min(lows)), scale(max(start_highs + rest_highs)), False
+    if start_highs and rest_highs:
+        rest_hi = scale(max(rest_highs))
+        if hi - rest_hi > STICKS_OUT * (rest_hi - lo):
+            hi, clipped = rest_hi, True
     if view.from_zero and not view.log_y:
         lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi - lo <= 1e-12 * max(1.0, abs(lo)):
@@ -281,7 +281,7 @@ def _runs(codes: np.ndarray, owner: np.ndarray, inks: list[Ink]) -> list[Run]:
     return [(text[a:b], inks[owner[a]] if owner[a] >= 0 else "blank") for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
-def view_notes(view: ChartView, clipped: bool) -> str:
+def _view_notes(view: ChartView, clipped: bool) -> str:
     """The view settings the legend lists on its right."""
     notes = (
         (f"ema {view.smoothing:g}", view.smoothing > 0),
@@ -345,7 +345,7 @@ def build_frame(series: Sequence[Series], width: int, height: int, view: ChartVi
 
     codes, owner = rasterise(layers, xs, (ys.lo, ys.hi), (plot_w, plot_h), view.log_y)
     inks = [layer.ink for layer in layers]
-    notes = view_notes(view, ys.clipped)
+    notes = _view_notes(view, ys.clipped)
     rows: list[list[Run]] = [] if compact else [legend_row(series, view, width, notes)]
     for r in range(plot_h):
         label, clipped = labels.get(r, "").rjust(label_w), ys.clipped and r == 0

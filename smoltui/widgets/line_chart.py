@@ -18,7 +18,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 
 from smoltui.widgets.chart_data import Series, SeriesStyle
-from smoltui.widgets.chart_frame import EMPTY_TEXT, ChartFrame, ChartView, Run, build_frame, legend_row
+from smoltui.widgets.chart_frame import EMPTY_TEXT, ChartFrame, ChartView, PlotArea, Run, build_frame, legend_row
 from smoltui.widgets.chart_raster import Ink
 
 # Mid-tone colours that read on dark and light backgrounds alike; a series keeps the colour it was first given.
@@ -195,12 +195,10 @@ class LineChart(Widget):
         self.set_class(compact, "-compact")
 
     def watch_by_fraction(self) -> None:
-        self._cursor_to_newest()  # the cursor's x was in the other unit
+        self.cursor_x = None  # its x was in the other unit; a pinned cursor starts again at the newest x
 
     def watch_crosshair(self, pinned: bool) -> None:
-        if pinned and self.cursor_x is None:
-            self._cursor_to_newest()
-        elif not pinned:
+        if not pinned:
             self.cursor_x = None
 
     @property
@@ -219,20 +217,19 @@ class LineChart(Widget):
 
     # -- cursor
 
-    def _cursor_to_newest(self) -> None:
-        plot = self.current_frame().plot
-        self.cursor_x = plot.x1 if plot is not None and self.crosshair else None
+    def cursor_at(self, plot: PlotArea) -> float | None:
+        """Where the cursor stands in `plot`: its x kept inside the plot, the newest x while it is pinned
+        without a place, or None when it is hidden."""
+        if self.cursor_x is None:
+            return plot.x1 if self.crosshair else None
+        return min(max(self.cursor_x, plot.x0), plot.x1)
 
     def move_cursor(self, columns: int) -> None:
-        """Move the cursor by `columns` plot columns (it appears at the newest step if it was hidden)."""
+        """Move the cursor by `columns` plot columns, from the newest x if it has no place yet."""
         plot = self.current_frame().plot
-        if plot is None:
-            return
-        if self.cursor_x is None:
-            self.cursor_x = plot.x1
-            return
-        column = plot.column_of(min(max(self.cursor_x, plot.x0), plot.x1))
-        self.cursor_x = plot.x_of(column + columns)
+        if plot is not None:
+            here = self.cursor_at(plot)
+            self.cursor_x = plot.x_of(plot.column_of(plot.x1 if here is None else here) + columns)
 
     def on_mouse_move(self, event: events.MouseMove) -> None:
         plot = self.current_frame().plot
@@ -256,7 +253,9 @@ class LineChart(Widget):
         return (self.size, self._version, self.view, self._style_version, self.app.theme)
 
     def current_frame(self) -> ChartFrame:
-        """The frame on screen, built first if data, size, view or theme changed since."""
+        """The frame on screen, built first if data, size, view or theme changed since (none before mounting)."""
+        if not self.is_mounted:
+            return self._frame
         key = self._key()
         if key != self._cache_key:
             self._cache = self.render_strips()
@@ -266,10 +265,10 @@ class LineChart(Widget):
     def render_line(self, y: int) -> Strip:
         frame = self.current_frame()
         strip = self._cache[y] if y < len(self._cache) else Strip.blank(self.size.width, self.rich_style)
-        plot, x = frame.plot, self.cursor_x
-        if plot is None or x is None:
+        plot = frame.plot
+        x = None if plot is None else self.cursor_at(plot)
+        if x is None:
             return strip
-        x = min(max(x, plot.x0), plot.x1)
         if y == frame.readout_row:
             return self._readout_strip(x)
         column = plot.left + plot.column_of(x)

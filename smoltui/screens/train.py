@@ -22,6 +22,7 @@ from smoltui.widgets.train_form import TrainForm
 
 CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
 CHART_ACTIONS = {"toggle_clip_start", "toggle_align", "crosshair", "move_crosshair"}
+CURSOR_KEYS = "Move the loss chart's cursor a column left or right (with shift: ten)"
 DASHBOARD_ACTIONS = CONTROL_ACTIONS | CHART_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
 
 
@@ -49,16 +50,26 @@ class TrainScreen(SmolScreen):
         Binding("ctrl+s", "start_run", "Start run", tooltip="Check the form and launch the run"),
         Binding("escape", "back_to_run", "Back to run", tooltip="Back to the dashboard of the open run"),
         Binding(
-            "o", "toggle_clip_start", "All y", show=False, tooltip="Y ranges: every point, or clip the first steps"
+            "o",
+            "toggle_clip_start",
+            "Y range",
+            show=False,
+            tooltip="Y ranges: every point, or leave out the first steps' outliers (drawn clipped, ▲)",
         ),
         Binding(
-            "a", "toggle_align", "Align", show=False, tooltip="Overlaid runs: align by step or by fraction of max_steps"
+            "a",
+            "toggle_align",
+            "Align runs",
+            show=False,
+            tooltip="Overlaid runs: aligned by step, or by fraction of each run's max_steps",
         ),
-        Binding("x", "crosshair", "Cursor", show=False, tooltip="Cursor on the loss chart: the step and values there"),
-        Binding("left", "move_crosshair(-1)", "Cursor left", show=False, tooltip="Move the cursor a column left"),
-        Binding("right", "move_crosshair(1)", "Cursor right", show=False, tooltip="Move the cursor a column right"),
-        Binding("shift+left", "move_crosshair(-10)", "Cursor left", show=False, tooltip="Cursor ten columns left"),
-        Binding("shift+right", "move_crosshair(10)", "Cursor right", show=False, tooltip="Cursor ten columns right"),
+        Binding(
+            "x", "crosshair", "Cursor", show=False, tooltip="Cursor on the loss chart: the step and every value there"
+        ),
+        Binding("left", "move_crosshair(-1)", "Cursor left", show=False, tooltip=CURSOR_KEYS),
+        Binding("right", "move_crosshair(1)", "Cursor right", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+left", "move_crosshair(-10)", "Cursor left", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+right", "move_crosshair(10)", "Cursor right", show=False, tooltip=CURSOR_KEYS),
     ]
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:

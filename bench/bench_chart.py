@@ -2,8 +2,11 @@
 
 A full redraw of a 120x30 chart (downsampling, rasterising, building the Textual strips) of 1,000,000 points is
 compared with the same redraw of 1,000 points and with one `np.minimum.reduceat` pass over the 1,000,000 values.
+A cursor move is what one mouse move over the chart costs: the readout of every series at the new x and every
+line laid over the cached frame.
 
-Run: uv run python bench/bench_chart.py   (targets: redraw of 1M points under 50 ms, re-smoothing 1M under 200 ms)
+Run: uv run python bench/bench_chart.py   (targets: redraw of 1M points under 50 ms, re-smoothing 1M under 200 ms,
+a cursor move under 3 ms)
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ async def main() -> None:
         chart.append("val/loss", steps[::200], values[::200])
         chart.set_series("run-b", *loss_curve(1_000_000, seed=1))
         two_runs = median_ms(chart.render_strips)
+        chart.set_max_steps("train/loss", 1_000_000)
+        chart.set_max_steps("run-b", 2_000_000)
+        chart.by_fraction = True
+        by_fraction = median_ms(chart.render_strips)
+        chart.by_fraction = False
+
+        plot = chart.current_frame().plot
+        columns = iter(range(10**9))
+
+        def cursor_move() -> None:  # a new x each time, as a mouse gives
+            chart.cursor_x = plot.x_of(next(columns) % plot.width)
+            for y in range(HEIGHT):
+                chart.render_line(y)
+
+        cursor = median_ms(cursor_move, runs=100)
         resmooth = median_ms(lambda: ema_debiased(values, 0.99), runs=5)
 
         new_steps, new_values = np.arange(1_000_000, 1_000_100.0), np.full(100, 1.5)
@@ -96,6 +114,8 @@ async def main() -> None:
     line("redraw 1M points, EMA 0.9 (raw + smoothed)", smoothed, reduceat, 50)
     line("redraw last 200k of 1M points, log-y, EMA", log_window, reduceat, 50)
     line("redraw 2 runs of 1M points + val points", two_runs, reduceat)
+    line("the same, aligned by fraction of their length", by_fraction, reduceat)
+    line("cursor move over them (readout + every line)", cursor, reduceat, 3)
     print(f"{'':<44} {'':8}     {smoothed / small:7.1f}x the 1k-point redraw (1M, EMA 0.9)")
     line("re-smooth 1M points (smoothing changed)", resmooth, reduceat, 200)
     line("append 100 points to 1M (EMA kept running)", append, reduceat)

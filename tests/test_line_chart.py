@@ -88,7 +88,7 @@ async def test_series_keep_their_colours_and_follow_the_theme():
         assert chart.render_line(1).text.strip()
 
 
-async def test_compact_chart_is_a_sparkline_with_its_range():
+async def test_compact_chart_is_a_sparkline_with_its_range_and_steps():
     app = ChartApp()
     async with app.run_test(size=(60, 24)) as pilot:
         spark = app.query_one("#spark", LineChart)
@@ -96,6 +96,74 @@ async def test_compact_chart_is_a_sparkline_with_its_range():
         await pilot.pause()
         lines = chart_lines(spark)
         assert len(lines) == 4
-        assert lines[0].startswith("3e-4") and lines[-1].lstrip().startswith("1e-5")
+        assert [line.split()[0] for line in lines[:3]] == ["3e-4", "2e-4", "1e-5"]
+        assert lines[3].split() == ["0", "20", "40", "60", "80"]
         assert "━" not in "".join(lines) and "└" not in "".join(lines)
         assert braille_count(lines) > 10
+
+
+# -- the cursor
+
+
+def cursor_column(lines: list[str]) -> list[int]:
+    """The columns where the cursor line is drawn in the plot rows."""
+    return sorted({col for line in lines[1:-2] for col, char in enumerate(line) if char == "│" and col > 5})
+
+
+async def test_hovering_shows_the_step_and_values_under_the_mouse_without_rebuilding_the_frame():
+    app = ChartApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one("#loss", LineChart)
+        steps = np.arange(1, 601)
+        chart.smoothing = 0.6
+        chart.append("train loss", steps, 4 - steps / 200)
+        chart.add_series("val loss", style="points")
+        chart.append("val loss", steps[49::50], 4.1 - steps[49::50] / 200)
+        await pilot.pause()
+        plot = chart.current_frame().plot
+        builds = []
+        original = chart.render_strips
+        chart.render_strips = lambda: builds.append(1) or original()
+        column = next(c for c in range(plot.width // 2, plot.width) if int(plot.x_of(c)) % 50)  # not a val step
+        await pilot.hover(chart, offset=(plot.left + column, 8))
+        await pilot.pause()
+        lines = chart_lines(chart)
+        step = int(plot.x_of(column))
+        smoothed = chart.series("train loss").smoothed(0.6)[step - 1]
+        assert lines[0].startswith(f"step {step}  ━ train loss {smoothed:.4g} (raw {4 - step / 200:.4g})")
+        assert f"• val loss {4.1 - step // 50 * 50 / 200:.4g} @{step // 50 * 50}" in lines[0]
+        assert cursor_column(lines) == [plot.left + column] and lines[-2][plot.left + column] == "┴"
+        await pilot.hover(chart, offset=(plot.left + 3, 8))
+        await pilot.pause()
+        assert cursor_column(chart_lines(chart)) == [plot.left + 3]
+        assert builds == []  # the cursor is laid over the cached frame
+        await pilot.hover("#spark", offset=(1, 1))
+        await pilot.pause()
+        lines = chart_lines(chart)
+        assert lines[0].startswith("━ train loss") and cursor_column(lines) == []
+
+
+async def test_a_pinned_cursor_starts_at_the_newest_step_and_moves_by_columns():
+    app = ChartApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.query_one("#loss", LineChart)
+        chart.append("loss", np.arange(0, 1_001), np.linspace(4, 1, 1_001))
+        await pilot.pause()
+        chart.crosshair = True
+        await pilot.pause()
+        plot = chart.current_frame().plot
+        assert chart_lines(chart)[0].startswith("step 1000  ━ loss 1")
+        chart.move_cursor(-1)
+        chart.move_cursor(-10)
+        await pilot.pause()
+        assert chart.cursor_x == plot.x_of(plot.width - 12)
+        assert cursor_column(chart_lines(chart)) == [plot.left + plot.width - 12]
+        chart.move_cursor(-1_000)
+        assert chart.cursor_x == 0
+        chart.move_cursor(1)
+        assert chart.cursor_x == plot.x_of(1)
+        chart.move_cursor(-1)
+        await pilot.hover("#spark", offset=(1, 1))  # the mouse leaving does not unpin it
+        assert chart.cursor_x == 0
+        chart.crosshair = False
+        assert chart.cursor_x is None

@@ -22,7 +22,9 @@ from smoltui.widgets.run_dashboard import RunDashboard
 from smoltui.widgets.train_form import TrainForm
 
 CONTROL_ACTIONS = {"pause", "resume", "stop_run", "checkpoint", "sample"}
-DASHBOARD_ACTIONS = CONTROL_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
+CHART_ACTIONS = {"toggle_clip_start", "toggle_align", "crosshair", "move_crosshair"}
+CURSOR_KEYS = "Move the loss chart's cursor a column left or right (with shift: ten)"
+DASHBOARD_ACTIONS = CONTROL_ACTIONS | CHART_ACTIONS | {"toggle_log_y", "smoothing", "zoom", "new_run"}
 
 
 class TrainScreen(SmolScreen):
@@ -49,6 +51,27 @@ class TrainScreen(SmolScreen):
         Binding("ctrl+s", "start_run", "Start run", tooltip="Check the form and launch the run"),
         Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
         Binding("escape", "back_to_run", "Back to run", tooltip="Back to the dashboard of the open run"),
+        Binding(
+            "o",
+            "toggle_clip_start",
+            "Y range",
+            show=False,
+            tooltip="Y ranges: every point, or leave out the first steps' outliers (drawn clipped, ▲)",
+        ),
+        Binding(
+            "a",
+            "toggle_align",
+            "Align runs",
+            show=False,
+            tooltip="Overlaid runs: aligned by step, or by fraction of each run's max_steps",
+        ),
+        Binding(
+            "x", "crosshair", "Cursor", show=False, tooltip="Cursor on the loss chart: the step and every value there"
+        ),
+        Binding("left", "move_crosshair(-1)", "Cursor left", show=False, tooltip=CURSOR_KEYS),
+        Binding("right", "move_crosshair(1)", "Cursor right", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+left", "move_crosshair(-10)", "Cursor left", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+right", "move_crosshair(10)", "Cursor right", show=False, tooltip=CURSOR_KEYS),
     ]
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
@@ -170,6 +193,8 @@ class TrainScreen(SmolScreen):
                 return False  # keys appear only where they can act: a run that ended takes no commands
             if action in ("pause", "resume"):
                 return (self.dashboard.state.status == RunStatus.PAUSED) == (action == "resume")
+        if action == "move_crosshair":
+            return self.dashboard.crosshair
         if action == "new_run":
             return not self.read_only
         if action == "start_run":
@@ -212,6 +237,18 @@ class TrainScreen(SmolScreen):
 
     def action_zoom(self) -> None:
         self.dashboard.cycle_zoom()
+
+    def action_toggle_clip_start(self) -> None:
+        self.dashboard.toggle_clip_start()
+
+    def action_toggle_align(self) -> None:
+        self.dashboard.toggle_align()
+
+    def action_crosshair(self) -> None:
+        self.dashboard.toggle_crosshair()
+
+    def action_move_crosshair(self, columns: int) -> None:
+        self.dashboard.move_crosshair(columns)
 
     def action_new_run(self) -> None:
         self.show_form()

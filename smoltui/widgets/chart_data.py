@@ -112,12 +112,17 @@ def finite_points(steps: Iterable[float] | np.ndarray, values: Iterable[float] |
 
 
 class Series:
-    """One named series: finite points sorted by step, and its EMA kept up to date as points arrive."""
+    """One named series: finite points sorted by step, and its EMA kept up to date as points arrive.
 
-    def __init__(self, name: str, colour: str, style: SeriesStyle = "line") -> None:
+    `max_steps` is the length of the run it comes from, where known: runs of different lengths line up on it
+    when a chart aligns them by fraction.
+    """
+
+    def __init__(self, name: str, colour: str, style: SeriesStyle = "line", max_steps: float | None = None) -> None:
         if style not in ("line", "points"):
             raise ValueError(f'series style must be "line" or "points", got {style!r}')
         self.name, self.colour, self.style = name, colour, style
+        self.max_steps = max_steps
         self._steps, self._values, self._smoothed = _GrowableArray(), _GrowableArray(), _GrowableArray()
         self._alpha: float | None = None
         self._ema = EmaState()

@@ -1,7 +1,7 @@
 """LineChart: the Textual widget of live braille line charts of numeric series against training step.
 
 It holds its series as chart_data.Series and draws the frame that chart_frame lays out; all it adds is colours,
-the view reactives and turning that frame into strips.
+the view reactives, a cursor that follows the mouse or the keys, and turning the frame into strips.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from collections.abc import Iterable
 import numpy as np
 from rich.segment import Segment
 from rich.style import Style
+from textual import events
 from textual.color import Color
 from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
 from smoltui.widgets.chart_data import Series, SeriesStyle
-from smoltui.widgets.chart_frame import EMPTY_TEXT, ChartView, Ink, build_frame
+from smoltui.widgets.chart_frame import EMPTY_TEXT, ChartFrame, ChartView, PlotArea, Run, build_frame, legend_row
+from smoltui.widgets.chart_raster import Ink
 
 # Mid-tone colours that read on dark and light backgrounds alike; a series keeps the colour it was first given.
 PALETTE = ("#4c9be8", "#f28e2b", "#3fb37f", "#e5484d", "#a578e8", "#14b8c4", "#d4a017", "#e46fb0")
@@ -27,8 +29,12 @@ class LineChart(Widget):
     """Live line chart of series against training step: braille plot, y and step axes, one-line legend.
 
     Data goes in with `append` (only new points), `set_series` or `clear`; the view follows the reactives
-    `smoothing`, `log_y`, `window` and `compact`. The frame is built once per change of data, size, view or
-    theme and served line by line from a cache.
+    `smoothing`, `log_y`, `window`, `compact`, `clip_start`, `from_zero`, `by_fraction` and `y_title`. The frame
+    is built once per change of data, size, view or theme and served line by line from a cache.
+
+    A cursor (`cursor_x`) follows the mouse over the chart, or the keys once `crosshair` pins it: a vertical
+    line in the plot and, in place of the legend (or of a compact chart's step labels), the step there and the
+    value of every series. Moving it rebuilds no frame: its line is laid over the cached strips.
     """
 
     DEFAULT_CSS = """
@@ -40,6 +46,8 @@ class LineChart(Widget):
         & > .line-chart--label { color: $foreground-muted; }
         & > .line-chart--legend { color: $foreground; }
         & > .line-chart--empty { color: $foreground-muted; text-style: italic; }
+        & > .line-chart--title { color: $foreground; text-style: bold; }
+        & > .line-chart--cursor { color: $foreground 60%; }
     }
     LineChart.-compact {
         height: 4;
@@ -47,7 +55,15 @@ class LineChart(Widget):
     }
     """
 
-    COMPONENT_CLASSES = {"line-chart--axis", "line-chart--label", "line-chart--legend", "line-chart--empty"}
+    COMPONENT_CLASSES = {
+        "line-chart--axis",
+        "line-chart--label",
+        "line-chart--legend",
+        "line-chart--empty",
+        "line-chart--title",
+        "line-chart--cursor",
+    }
+    ROLES = ("axis", "label", "legend", "empty", "title", "cursor")
 
     smoothing: reactive[float] = reactive(0.0)
     """EMA weight in [0, 0.999]: 0 draws the raw series; above 0 the raw series is faint under its debiased EMA."""
@@ -56,7 +72,19 @@ class LineChart(Widget):
     window: reactive[int | None] = reactive(None)
     """Show only the last this many steps, up to the newest step (None: all steps)."""
     compact: reactive[bool] = reactive(False)
-    """Sparkline look: no legend and no step axis, the y range only as two labels."""
+    """Sparkline look: no legend, step labels without an axis line, the y range as top, middle and bottom."""
+    clip_start: reactive[bool] = reactive(True)
+    """The y range leaves out the first 2% of steps when they stick out above the rest (drawn clipped, marked ▲)."""
+    from_zero: reactive[bool] = reactive(False)
+    """The y range reaches zero: for rates read against it, so a stall drops to the floor of a steady axis."""
+    by_fraction: reactive[bool] = reactive(False)
+    """x is each series' fraction of its run's length (`set_max_steps`), so runs of any length line up."""
+    y_title: reactive[str] = reactive("")
+    """What the values are, with their unit: the head of the legend."""
+    crosshair: reactive[bool] = reactive(False)
+    """The cursor is pinned: shown (from the newest step) until unpinned, moved by `move_cursor` and the mouse."""
+    cursor_x: reactive[float | None] = reactive(None)
+    """Where the cursor is, in x units (the step, or the fraction of a run); None when it is hidden."""
 
     def __init__(
         self,
@@ -65,6 +93,9 @@ class LineChart(Widget):
         log_y: bool = False,
         window: int | None = None,
         compact: bool = False,
+        clip_start: bool = True,
+        from_zero: bool = False,
+        y_title: str = "",
         empty_text: str = EMPTY_TEXT,
         name: str | None = None,
         id: str | None = None,
@@ -79,11 +110,17 @@ class LineChart(Widget):
         self._style_version = 0
         self._cache_key: tuple | None = None
         self._cache: list[Strip] = []
+        self._frame = ChartFrame([])
+        self._styles: dict[object, Style] = {}
+        self._readout: tuple[tuple, Strip] | None = None  # (cache key and cursor x, readout strip)
         self.empty_text = empty_text
         self.set_reactive(LineChart.smoothing, self.validate_smoothing(smoothing))
         self.set_reactive(LineChart.log_y, log_y)
         self.set_reactive(LineChart.window, self.validate_window(window))
         self.set_reactive(LineChart.compact, compact)
+        self.set_reactive(LineChart.clip_start, clip_start)
+        self.set_reactive(LineChart.from_zero, from_zero)
+        self.set_reactive(LineChart.y_title, y_title)
         self.set_class(compact, "-compact")
 
     # -- data
@@ -125,6 +162,13 @@ class LineChart(Widget):
         self._series[name].append(steps, values)
         self._changed()
 
+    def set_max_steps(self, name: str, max_steps: float | None) -> None:
+        """Say how long the run of series `name` is (its max_steps): the x unit when runs align by fraction."""
+        series = self._series.get(name)
+        if series is not None and series.max_steps != max_steps:
+            series.max_steps = max_steps
+            self._changed()
+
     def remove_series(self, name: str) -> None:
         if self._series.pop(name, None) is not None:
             self._changed()
@@ -150,9 +194,54 @@ class LineChart(Widget):
     def watch_compact(self, compact: bool) -> None:
         self.set_class(compact, "-compact")
 
+    def watch_by_fraction(self) -> None:
+        self.cursor_x = None  # its x was in the other unit; a pinned cursor starts again at the newest x
+
+    def watch_crosshair(self, pinned: bool) -> None:
+        if not pinned:
+            self.cursor_x = None
+
     @property
     def view(self) -> ChartView:
-        return ChartView(self.smoothing, self.log_y, self.window, self.compact, self.empty_text)
+        return ChartView(
+            self.smoothing,
+            self.log_y,
+            self.window,
+            self.compact,
+            self.empty_text,
+            self.clip_start,
+            self.from_zero,
+            self.by_fraction,
+            self.y_title,
+        )
+
+    # -- cursor
+
+    def cursor_at(self, plot: PlotArea) -> float | None:
+        """Where the cursor stands in `plot`: its x kept inside the plot, the newest x while it is pinned
+        without a place, or None when it is hidden."""
+        if self.cursor_x is None:
+            return plot.x1 if self.crosshair else None
+        return min(max(self.cursor_x, plot.x0), plot.x1)
+
+    def move_cursor(self, columns: int) -> None:
+        """Move the cursor by `columns` plot columns, from the newest x if it has no place yet."""
+        plot = self.current_frame().plot
+        if plot is not None:
+            here = self.cursor_at(plot)
+            self.cursor_x = plot.x_of(plot.column_of(plot.x1 if here is None else here) + columns)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        plot = self.current_frame().plot
+        offset = event.get_content_offset(self)
+        if plot is not None and offset is not None and offset.x >= plot.left:
+            self.cursor_x = plot.x_of(offset.x - plot.left)
+        elif not self.crosshair:
+            self.cursor_x = None
+
+    def on_leave(self, event: events.Leave) -> None:
+        if not self.crosshair:
+            self.cursor_x = None
 
     # -- rendering
 
@@ -160,30 +249,69 @@ class LineChart(Widget):
         self._style_version += 1  # a new theme or CSS: colours of the cached frame are stale
         super().notify_style_update()
 
-    def render_line(self, y: int) -> Strip:
-        key = (self.size, self._version, self.view, self._style_version, self.app.theme)
+    def _key(self) -> tuple:
+        return (self.size, self._version, self.view, self._style_version, self.app.theme)
+
+    def current_frame(self) -> ChartFrame:
+        """The frame on screen, built first if data, size, view or theme changed since (none before mounting)."""
+        if not self.is_mounted:
+            return self._frame
+        key = self._key()
         if key != self._cache_key:
             self._cache = self.render_strips()
             self._cache_key = key
-        return self._cache[y] if y < len(self._cache) else Strip.blank(self.size.width, self.rich_style)
+        return self._frame
+
+    def render_line(self, y: int) -> Strip:
+        frame = self.current_frame()
+        strip = self._cache[y] if y < len(self._cache) else Strip.blank(self.size.width, self.rich_style)
+        plot = frame.plot
+        x = None if plot is None else self.cursor_at(plot)
+        if x is None:
+            return strip
+        if y == frame.readout_row:
+            return self._readout_strip(x)
+        column = plot.left + plot.column_of(x)
+        if plot.top <= y < plot.top + plot.height:
+            return self._overlay(strip, column, "│", only_on_blank=True)
+        if y == frame.axis_row:
+            return self._overlay(strip, column, "┴")  # where the cursor line meets the step axis
+        return strip
+
+    def _overlay(self, strip: Strip, column: int, char: str, only_on_blank: bool = False) -> Strip:
+        """`strip` with the cell at `column` replaced by `char` in the cursor's colour (data cells kept)."""
+        before, cell, after = strip.divide([column, column + 1, strip.cell_length])
+        if only_on_blank and cell.text != " ":
+            return strip
+        return Strip.join([before, Strip([Segment(char, self._styles["cursor"])], 1), after])
+
+    def _readout_strip(self, x: float) -> Strip:
+        key = (self._cache_key, x)
+        if self._readout is None or self._readout[0] != key:
+            view, frame = self.view, self._frame
+            width = self.size.width
+            self._readout = (key, self._strip(legend_row(list(self._series.values()), view, width, frame.notes, at=x)))
+        return self._readout[1]
+
+    def _strip(self, row: list[Run]) -> Strip:
+        """One row of runs as a strip, in the styles of the last build (`render_strips`)."""
+        return Strip([Segment(text, self._style_of(role)) for text, role in row])
+
+    def _style_of(self, role: str | Ink) -> Style:
+        if role not in self._styles:
+            base = self._styles["blank"]
+            background = Color.from_rich_color(base.bgcolor) if base.bgcolor else Color(0, 0, 0)
+            colour = Color.parse(role.colour)
+            self._styles[role] = base + Style(
+                color=(colour.blend(background, 0.6) if role.faint else colour).rich_color
+            )
+        return self._styles[role]
 
     def render_strips(self) -> list[Strip]:
         """Build every line of the current frame (uncached)."""
         width, height = self.size
-        base = self.rich_style
-        background = Color.from_rich_color(base.bgcolor) if base.bgcolor else Color(0, 0, 0)
-        styles: dict[object, Style] = {"blank": base}
-        for role in ("axis", "label", "legend", "empty"):
-            styles[role] = self.get_component_rich_style(f"line-chart--{role}")
-
-        def style_of(role: str | Ink) -> Style:
-            if role not in styles:
-                colour = Color.parse(role.colour)
-                styles[role] = base + Style(color=(colour.blend(background, 0.6) if role.faint else colour).rich_color)
-            return styles[role]
-
-        frame = build_frame(list(self._series.values()), width, height, self.view)
-        return [
-            Strip([Segment(text, style_of(role)) for text, role in row]).adjust_cell_length(width, base)
-            for row in frame
-        ]
+        self._styles = {"blank": self.rich_style}
+        for role in self.ROLES:
+            self._styles[role] = self.get_component_rich_style(f"line-chart--{role}")
+        self._frame = build_frame(list(self._series.values()), width, height, self.view)
+        return [self._strip(row) for row in self._frame.rows]

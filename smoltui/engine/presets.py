@@ -25,7 +25,6 @@ class Preset:
     model_type: str  # the transformers config family: "gpt2" or "llama"
     numbers: dict[str, Any]  # config fields, in that family's own names; vocab and special ids come from the tokenizer
     tokenizer: str  # the default tokenizer spec
-    train_context: int  # the context training uses by default (may be shorter than the model's positions)
     # Used, with a warning, where `tokenizer` names a bundled model that is not installed.
     fallback_tokenizer: str | None = None
 
@@ -48,7 +47,6 @@ PRESETS: dict[str, Preset] = {
                 **_NANO_DROPOUT,
             },
             "char",
-            256,
         ),
         Preset(
             "smollm2-135m",
@@ -70,7 +68,6 @@ PRESETS: dict[str, Preset] = {
             },
             # SmolLM2's tokenizer, from the bundled SmolLM2-135M-Instruct, as the from-scratch projects use it.
             "smollm2-135m-instruct",
-            2048,
             fallback_tokenizer="bpe:49152",
         ),
         Preset(
@@ -79,7 +76,6 @@ PRESETS: dict[str, Preset] = {
             "gpt2",
             {"n_layer": 12, "n_embd": 768, "n_head": 12, "n_positions": 1024},
             "bpe:50257",
-            1024,
         ),
         Preset(
             "tiny",
@@ -97,7 +93,6 @@ PRESETS: dict[str, Preset] = {
                 "attn_pdrop": 0.0,
             },
             "char",
-            64,
         ),
     )
 }

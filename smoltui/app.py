@@ -194,7 +194,9 @@ class SmolApp(App[None]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Textual's own commands, the screens by name, and every key of this screen and of the app."""
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title != "Keys":  # Textual's own keys panel: "Keys of every screen" below lists them all
+                yield command
         for entry in SCREENS:
             yield SystemCommand(
                 f"{entry.title} screen",

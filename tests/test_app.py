@@ -294,6 +294,7 @@ async def test_the_command_palette_finds_actions_by_name(workspace, write_run):
         assert app.current_mode == "runs"
         await settle(pilot)
         commands = [command.title for command in app.get_system_commands(app.screen)]
+        assert len(commands) == len(set(commands))  # no action listed twice (Textual's "Keys" beside ours)
         for title in (
             "Home screen",
             "Model screen",

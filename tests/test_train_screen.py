@@ -654,3 +654,13 @@ async def test_the_app_opens_a_run_and_the_form_on_the_train_screen(workspace):
         app.open_run("20250101-120000-tiny", ())
         await pilot.pause()
         assert app.screen is screen
+
+
+def test_the_run_clock_follows_the_state():
+    state = RunProgressState(status="paused", started_at=1000.0, max_steps=100)
+    assert state.clock_text(now=1160.0) == "paused after 2m40s"  # not "took": the run has not ended
+    state.status, state.ended_at = "stopped", 1160.0
+    assert state.clock_text(now=2000.0) == "took 2m40s"  # no ETA for a stopped run
+    state.status = "running"
+    assert state.clock_text(now=1160.0) == "ETA …"
+    assert RunProgressState(status="created").clock_text() == "starting…"

@@ -167,7 +167,6 @@ def _follow(handle) -> str:
         Progress,
         TextColumn,
         TimeElapsedColumn,
-        TimeRemainingColumn,
     )
 
     from smoltui.engine.run_feed import RunFeed, RunProgressState
@@ -182,14 +181,15 @@ def _follow(handle) -> str:
         TextColumn("val {task.fields[val]}"),
         TextColumn("{task.fields[speed]} tok/s"),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn("{task.fields[clock]}"),
     )
     feed = RunFeed(handle)
     state = RunProgressState()
     stopping = False
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=meta.get("max_steps"), status="starting", loss="-", val="-", speed="-")
+        task = progress.add_task(
+            "train", total=meta.get("max_steps"), status="starting", loss="-", val="-", speed="-", clock=""
+        )
         while True:
             try:
                 feed.poll()
@@ -204,6 +204,7 @@ def _follow(handle) -> str:
                     loss=format_loss(state.last_train),
                     val=format_loss(state.last_val),
                     speed=format_rate(speed),
+                    clock=state.clock_text(),  # as the dashboard says it: no ETA once the run has stopped
                 )
                 for event in delta.events:
                     if event.level in ("warning", "error") or event.kind in NOTABLE_EVENTS:

@@ -22,7 +22,7 @@ from smoltui.engine.run_contract import ENDED_STATUSES, TERMINAL_STATUSES, Metri
 from smoltui.engine.run_status import effective_status
 from smoltui.engine.runs import RunHandle
 from smoltui.engine.runstore import Bucket, Event, Sample
-from smoltui.formatting import last_line
+from smoltui.formatting import format_duration, last_line
 
 TRAIN_LOSS, VAL_LOSS, TOKENS_SEEN = Metric.TRAIN_LOSS, Metric.VAL_LOSS, Metric.TOKENS_SEEN
 SPARK_METRICS = (Metric.LR, Metric.GRAD_NORM, Metric.TOKENS_PER_S)
@@ -342,6 +342,25 @@ class RunProgressState:
             tokens_per_s=self.recent_tokens_per_s,
             tokens_per_step=self.tokens_per_step,
         )
+
+    def clock_text(self, now: float | None = None) -> str:
+        """What the run's clock says, in words that follow its state: the time left while it runs, how long it
+        has run while it is paused, how long it took once it ended."""
+        eta = self.eta()
+        if eta is not None:
+            return f"ETA {format_duration(eta)}"
+        if self.status == RunStatus.RUNNING:
+            return "ETA …"
+        if self.status == RunStatus.CREATED:
+            return "starting…"
+        elapsed = self.elapsed(now)
+        if elapsed is None:
+            return ""
+        if self.status == RunStatus.PAUSED:
+            return f"paused after {format_duration(elapsed)}"
+        if self.status == RunStatus.LOST:
+            return f"lost after {format_duration(elapsed)}"
+        return f"took {format_duration(elapsed)}"
 
     def elapsed(self, now: float | None = None) -> float | None:
         if self.started_at is None:

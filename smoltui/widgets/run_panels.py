@@ -20,7 +20,6 @@ from textual.renderables.bar import Bar
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from smoltui.engine.run_contract import RunStatus
 from smoltui.engine.run_feed import RunProgressState
 from smoltui.engine.runstore import Event, Sample
 from smoltui.formatting import format_clock, format_compact, format_duration, last_line, status_look
@@ -89,15 +88,7 @@ class RunProgress(Horizontal):
         fraction = min(state.step / total, 1.0) if total else 0.0
         self.query_one(StepBar).fraction = fraction
         self.query_one("#run-percent", Static).update(f"{round(fraction * 100)}%" if total else "")
-        eta = state.eta()
-        if eta is not None:
-            tail = f"ETA {format_duration(eta)}"
-        elif state.status == RunStatus.RUNNING:
-            tail = "ETA …"
-        else:
-            elapsed = state.elapsed(now)
-            tail = "" if elapsed is None else f"took {format_duration(elapsed)}"
-        self.query_one("#run-eta", Static).update(tail)
+        self.query_one("#run-eta", Static).update(state.clock_text(now))
 
 
 def details_content(state: RunProgressState, now: float | None = None) -> Content:

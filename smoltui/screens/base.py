@@ -13,6 +13,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
@@ -67,7 +68,7 @@ class StatusLine(Horizontal):
 
     def compose(self) -> ComposeResult:
         for entry in SCREENS:
-            yield Label(f" {entry.key} {entry.title} ", classes="tab -active" if entry.mode == self.mode else "tab")
+            yield ModeTab(entry.mode, f" {entry.key} {entry.title} ", active=entry.mode == self.mode)
         yield Label(id="run-info")
         yield Label(id="model-info")
 
@@ -93,12 +94,35 @@ class StatusLine(Horizontal):
         _update(label, describe_pulse(pulse) if app.pulse_known else "")  # nothing is claimed before the first read
 
 
+class ModeTab(Label):
+    """A tab of the status line: its number key or a click shows its screen."""
+
+    def __init__(self, mode: str, text: str, *, active: bool) -> None:
+        super().__init__(text, classes="tab -active" if active else "tab")
+        self.mode = mode
+        self.tooltip = "Show this screen (or press its number)"
+
+    def on_click(self, event: events.Click) -> None:
+        event.stop()
+        app: Workbench = self.app  # type: ignore[assignment]
+        app.go(self.mode)
+
+
+KEPT_ACTIONS = frozenset({"help", "quit"})  # a narrow footer drops other keys first: ? and q stay in sight
+
+
 class KeyBar(Horizontal):
-    """The current screen's keys on the bottom line, drawn as one label.
+    """The current screen's keys on the bottom line, drawn as one label; a click on a key presses it.
 
     It shows what Textual's Footer shows (the active bindings marked `show`, greyed when disabled) without
     building a widget per key: re-building those on every screen switch cost about 100 ms on a 2-core machine.
+    Where the keys do not fit, the screen's last keys give way first (screens list their keys by importance),
+    never ? and q.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._spans: list[tuple[int, int, str]] = []  # (first cell, end cell, key) of each key shown
 
     def compose(self) -> ComposeResult:
         yield Label(id="keys")
@@ -107,6 +131,19 @@ class KeyBar(Horizontal):
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
         self._show()
+
+    def on_resize(self) -> None:
+        self._show()
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self.query_one("#keys", Label))
+        if offset is None:
+            return
+        for start, end, key in self._spans:
+            if start <= offset.x < end:
+                event.stop()
+                self.app.simulate_key(key)
+                return
 
     def on_unmount(self) -> None:
         self.screen.bindings_updated_signal.unsubscribe(self)
@@ -117,7 +154,7 @@ class KeyBar(Horizontal):
 
     def _show(self) -> None:
         app = self.app
-        parts: list[str | tuple[str, str]] = []
+        entries: list[tuple[Binding, bool]] = []
         shown: set[str] = set()
         palette = None
         for _node, binding, enabled, _tooltip in self.screen.active_bindings.values():
@@ -126,15 +163,32 @@ class KeyBar(Horizontal):
             if not binding.show or binding.action in shown:
                 continue
             shown.add(binding.action)
-            style = "" if enabled else "dim"
-            parts += [
-                (f" {app.get_key_display(binding)} ", f"bold $footer-key-foreground {style}"),
-                (f"{binding.description} ", style),
-            ]
-        _update(self.query_one("#keys", Label), Content.assemble(*parts))
+            entries.append((binding, enabled))
+        palette_text = None
         if palette is not None:
             key = (app.get_key_display(palette), "bold $footer-key-foreground")
-            _update(self.query_one("#palette-key", Label), Content.assemble(key, f" {palette.description}"))
+            palette_text = Content.assemble(key, f" {palette.description}")
+            _update(self.query_one("#palette-key", Label), palette_text)
+
+        def cells(binding: Binding) -> int:
+            return cell_len(f" {app.get_key_display(binding)} {binding.description} ")
+
+        room = self.size.width - (palette_text.cell_length + 2 if palette_text is not None else 0)
+        while room > 0 and sum(cells(b) for b, _ in entries) > room:
+            droppable = [i for i, (b, _) in enumerate(entries) if b.action not in KEPT_ACTIONS]
+            if not droppable:
+                break
+            del entries[droppable[-1]]
+        parts: list[tuple[str, str]] = []
+        self._spans, at = [], 0
+        for binding, enabled in entries:
+            style = "" if enabled else "dim"
+            key_text, description = f" {app.get_key_display(binding)} ", f"{binding.description} "
+            parts += [(key_text, f"bold $footer-key-foreground {style}"), (description, style)]
+            width = cell_len(key_text + description)
+            self._spans.append((at, at + width, binding.key))
+            at += width
+        _update(self.query_one("#keys", Label), Content.assemble(*parts))
 
 
 def _update(label: Label, text: str | Content) -> None:

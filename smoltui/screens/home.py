@@ -128,9 +128,9 @@ class HomeScreen(SmolScreen):
 
     # -- actions -------------------------------------------------------------------------------------------
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        if event.option.id:
-            self.run_action(event.option.id)
+    async def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id:  # a click or enter on a quick action runs it
+            await self.run_action(event.option.id)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:

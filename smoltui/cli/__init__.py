@@ -49,6 +49,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
+
+
 class LazyConsole:
     """A rich Console made on first use, so that `smoltui --help` and `--version` never import rich's."""
 

@@ -179,7 +179,7 @@ class ModelScreen(SmolScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load-model")
     def load(self, source: str) -> None:
-        """Load `source` with the engine; a UserError becomes a notification (see SmolScreen)."""
+        """Load `source` with the engine; a failure stays on the status line (worker_failed) and is notified."""
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
         from transformers.utils import logging as hf_logging
 

@@ -135,6 +135,23 @@ class SmolApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def deliver_screenshot(
+        self, filename: str | None = None, path: str | None = None, time_format: str | None = None
+    ) -> str | None:
+        """Save the palette's Screenshot into <workspace>/screenshots/ (owner-only), else the current folder.
+
+        Textual's default, ~/Downloads, is missing on many machines reached over SSH, and the save then fails.
+        Its notification names the full path; in a browser (`smoltui serve`) the file is downloaded as before.
+        """
+        from smoltui.engine.workspace import ensure_private_dir
+
+        if path is None:
+            try:
+                path = str(ensure_private_dir(self.workspace / "screenshots"))
+            except (UserError, OSError):  # no permission, a file in the way, a read-only disk: try the current folder
+                path = str(Path.cwd())
+        return super().deliver_screenshot(filename, path, time_format)
+
     # -- start and quit ------------------------------------------------------------------------------------
 
     def on_mount(self) -> None:

@@ -48,12 +48,25 @@ class ModelLoadProgressed(Message):
 
 
 class ModelLoaded(Message):
-    """A model finished loading, with its module table (computed in the worker, off the event loop)."""
+    """A model finished loading, with what the worker found out about it off the event loop: its module table,
+    the dotted name of its LM head and whether that head shares the token embedding's weight, and for a
+    run:<id>[@step] source the run and the checkpoint step it loaded."""
 
-    def __init__(self, loaded: LoadedModel, modules: Sequence[ModuleRow]) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        modules: Sequence[ModuleRow],
+        *,
+        lm_head: str,
+        head_tied: bool,
+        checkpoint: tuple[str, int] | None = None,  # (run id, step)
+    ) -> None:
         super().__init__()
         self.loaded = loaded
         self.modules = modules
+        self.lm_head = lm_head
+        self.head_tied = head_tied
+        self.checkpoint = checkpoint
 
 
 class RunsListed(Message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -31,9 +32,12 @@ def make_app(workspace, **options) -> SmolApp:
 
 
 async def settle(pilot) -> None:
-    """Let workers finish, their messages land, and the tables measure their new rows."""
+    """Let workers finish, their messages land, and the tables measure their new rows.
+
+    A worker that fails is waited for too, not raised here: the screen reports it, and the tests look there.
+    """
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await asyncio.gather(*(worker.wait() for worker in pilot.app.workers), return_exceptions=True)
     await pilot.pause(0.1)
     await pilot.pause()
 

@@ -241,6 +241,38 @@ def test_a_checkpoint_is_a_model_source(workspace, corpus):
         load_model(f"run:{handle.run_id}@7", device="cpu", workspace=workspace)
 
 
+def process_state(pid: int) -> str | None:
+    """The state letter /proc gives process `pid` (Z for a zombie), or None once the pid is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.slow, id="torchrun")])
+def test_a_finished_trainer_is_reaped_while_its_launcher_lives_on(workspace, corpus, nproc):
+    """Like the dashboard, this test launches a run and never waits on its process: the trainer (or torchrun
+    around two ranks) must still not linger as a zombie once it ends."""
+    config = tiny_config(corpus, max_steps=3, eval_every=3, checkpoint_every=3, nproc_per_node=nproc)
+    handle = launch_run(config, workspace)
+    pid = handle.process.pid
+    wait_for(lambda: handle.status() == "finished", timeout=240, what="the run to finish")
+    wait_for(lambda: process_state(pid) is None, timeout=60, what=f"pid {pid} reaped")
+    assert handle.process.returncode == 0  # the reaper kept the exit status for whoever asks
+    assert handle.wait(timeout=5) == "finished"
+
+
+def test_a_killed_trainer_is_reaped_and_its_run_reads_lost(workspace, corpus):
+    handle = launch_run(tiny_config(corpus, max_steps=100_000, checkpoint_every=1000), workspace)
+    wait_for(lambda: last_step(handle) > 0, what="the first step")
+    os.kill(handle.process.pid, signal.SIGKILL)
+    wait_for(lambda: process_state(handle.process.pid) is None, timeout=30, what="the killed trainer reaped")
+    assert handle.status() == "lost"
+    assert handle.process.returncode == -signal.SIGKILL
+    assert handle.wait(timeout=5) == "lost"
+
+
 def run_under_torchrun(run_dir: Path, ranks: int = 2) -> None:
     """Train a created run with `ranks` CPU processes under torchrun, as a user would; fail with its output."""
     command = [

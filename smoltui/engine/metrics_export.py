@@ -7,10 +7,17 @@ import itertools
 import json
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.runstore import RunStore
+
+
+def iso_time(epoch_s: float) -> str:
+    """`epoch_s` as ISO 8601 in UTC with a Z, to the millisecond: the same text on every machine that exports it,
+    whatever its time zone, and it sorts as it reads."""
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _export_records(store: RunStore, names: list[str], wide: bool) -> Iterator[dict[str, Any]]:
@@ -19,19 +26,22 @@ def _export_records(store: RunStore, names: list[str], wide: bool) -> Iterator[d
     for step, group in itertools.groupby(points, key=lambda row: row[0]):
         cells = [(names[index], math.nan if value is None else value, t) for _, index, value, t in group]
         if wide:
-            record = {"step": step, "time": min(t for _, _, t in cells)}
+            first = min(t for _, _, t in cells)
+            record = {"step": step, "time": first, "time_iso": iso_time(first)}
             record.update((name, value) for name, value, _ in cells)
             yield record
         else:
-            yield from ({"step": step, "name": name, "value": value, "time": t} for name, value, t in cells)
+            for name, value, t in cells:
+                yield {"step": step, "name": name, "value": value, "time": t, "time_iso": iso_time(t)}
 
 
 def export_metrics(store: RunStore, fmt: str, out: TextIO, layout: str = "wide") -> None:
     """Write every metric of `store` to `out` as "csv" or "jsonl", in step order.
 
     layout "wide" (default, what a spreadsheet or `pandas.read_csv` expects): one row per step with columns
-    step, time (when the step was logged) and one column per metric, empty where a metric was not logged.
-    layout "long": one row per (step, name, value, time). NaN is written as `nan` in CSV; NaN and
+    step, time (when the step was logged, in seconds since the epoch), time_iso (the same instant as ISO 8601 in
+    UTC, e.g. 2026-12-02T13:45:02.123Z) and one column per metric, empty where a metric was not logged.
+    layout "long": one row per (step, name, value, time, time_iso). NaN is written as `nan` in CSV; NaN and
     infinities as null in JSONL, which has no spelling for them.
     """
     if fmt not in ("csv", "jsonl"):
@@ -43,7 +53,8 @@ def export_metrics(store: RunStore, fmt: str, out: TextIO, layout: str = "wide")
         names = store.metric_names()
         records = _export_records(store, names, wide)
         if fmt == "csv":
-            writer = csv.DictWriter(out, ["step", "time", *names] if wide else ["step", "name", "value", "time"])
+            columns = ["step", "time", "time_iso", *names] if wide else ["step", "name", "value", "time", "time_iso"]
+            writer = csv.DictWriter(out, columns)
             writer.writeheader()
             writer.writerows(records)
         else:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,6 +283,9 @@ def start_trainer(run_dir: Path, *, resume: bool, stop_at: int | None = None) ->
                 "TRANSFORMERS_VERBOSITY": "error",
             },
         )
+    # Reaped the moment it exits, or it stays a zombie for as long as the launcher (the dashboard) lives; Popen's
+    # own lock lets RunHandle.wait and poll share the exit status with this thread.
+    threading.Thread(target=process.wait, name=f"reap {run_dir.name}", daemon=True).start()
     with RunStore.open(run_dir, readonly=False) as store:
         store.set_meta(pid=process.pid, host=socket.gethostname())
     return RunHandle(run_dir, process)

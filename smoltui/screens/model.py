@@ -11,11 +11,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
@@ -25,12 +27,16 @@ from smoltui.engine.presets import preset_names
 from smoltui.formatting import format_bytes, format_count
 from smoltui.messages import ModelLoaded, ModelLoadProgressed
 from smoltui.screens.base import SmolScreen
+from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from smoltui.engine.models import LoadedModel, ModuleRow
 
 LOAD_HINT = "a preset ({presets}), a model folder, a Hub id, or run:<id>[@step] — enter loads it"
 NEW_HINT = "a preset to build with fresh weights: {presets} — enter builds it"
+TIED = "tied to the embedding"  # what a tied LM head shows instead of its parameters, which the embedding holds
 EXPANDED_DEPTH = 2  # the tree opens two levels deep: the model's children and theirs
 FOLDER_SCAN_DEPTH = 2  # model folders are looked for this deep under the current folder
 
@@ -62,9 +68,18 @@ class SourceSuggester(Suggester):
         self.candidates: list[str] = list(preset_names())
 
     async def get_suggestion(self, value: str) -> str | None:
-        if not value:
+        if not value or value in self.candidates:  # a source typed in full is what enter loads
             return None
-        return next((c for c in self.candidates if c.startswith(value) and c != value), None)
+        return next((c for c in self.candidates if c.startswith(value)), None)
+
+
+class SourceInput(Input):
+    """The model source input: enter takes the greyed completion, as → does, then submits."""
+
+    async def action_submit(self) -> None:
+        if self.cursor_at_end and self.selection.is_empty:
+            self.action_cursor_right()  # accepts the completion shown after the cursor; without one it stays put
+        await super().action_submit()
 
 
 class ModelScreen(SmolScreen):
@@ -79,6 +94,8 @@ class ModelScreen(SmolScreen):
         Binding("escape", "leave_source", "Leave input", show=False, tooltip="Stop typing; the keys work again."),
     ]
 
+    load_failure: reactive[str | None] = reactive(None)  # why the last load failed, shown until the next load
+
     def __init__(self) -> None:
         super().__init__()
         self.suggester = SourceSuggester()
@@ -87,7 +104,7 @@ class ModelScreen(SmolScreen):
 
     def compose_body(self) -> Iterable[Widget]:
         presets = ", ".join(preset_names())
-        source = Input(
+        source = SourceInput(
             placeholder="nano-char, ./my-model, HuggingFaceTB/SmolLM2-135M, run:<id>@500",
             suggester=self.suggester,
             id="source",
@@ -120,12 +137,9 @@ class ModelScreen(SmolScreen):
         """Focus the input, with a preset ready (`new`) or empty for any source."""
         source = self.query_one("#source", Input)
         presets = ", ".join(preset_names())
-        if new:
-            source.value = preset_names()[0]
-            self._say(NEW_HINT.format(presets=presets))
-        else:
-            source.value = ""
-            self._say(LOAD_HINT.format(presets=presets))
+        source.value = preset_names()[0] if new else ""
+        if self.load_failure is None:  # a failure stays in view until the next load
+            self._say((NEW_HINT if new else LOAD_HINT).format(presets=presets))
         source.focus()
 
     def action_focus_source(self) -> None:
@@ -137,6 +151,7 @@ class ModelScreen(SmolScreen):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         source = event.value.strip()
+        self.load_failure = None
         self.query_one("#load-spinner").display = True
         self._say(f"loading {source or '…'}")
         self.query_one("#modules", Tree).focus()  # the keys work again while it loads
@@ -164,7 +179,7 @@ class ModelScreen(SmolScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load-model")
     def load(self, source: str) -> None:
-        """Load `source` with the engine; a UserError becomes a notification (see SmolScreen)."""
+        """Load `source` with the engine; a failure stays on the status line (worker_failed) and is notified."""
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
         from transformers.utils import logging as hf_logging
 
@@ -180,8 +195,10 @@ class ModelScreen(SmolScreen):
             progress=lambda text: self.post_message(ModelLoadProgressed(text)),
         )
         modules = module_table(loaded.model)
+        lm_head, head_tied = lm_head_of(loaded.model)
+        checkpoint = checkpoint_loaded(loaded) if loaded.kind == "run" else None
         if not worker.is_cancelled:
-            self.post_message(ModelLoaded(loaded, modules))
+            self.post_message(ModelLoaded(loaded, modules, lm_head=lm_head, head_tied=head_tied, checkpoint=checkpoint))
 
     def on_model_load_progressed(self, message: ModelLoadProgressed) -> None:
         self._say(message.text)
@@ -193,9 +210,12 @@ class ModelScreen(SmolScreen):
             recent.remove(loaded.source)
         recent.insert(0, loaded.source)
         self.smol.session_model = loaded
-        self.query_one("#summary", Static).update(summary_table(loaded))
-        fill_module_tree(self.query_one("#modules", Tree), message.modules)
-        self._say(f"loaded {loaded.source} ({loaded.kind}) on {loaded.placement.device}; it is the session's model.")
+        self.query_one("#summary", Static).update(summary_table(message))
+        fill_module_tree(
+            self.query_one("#modules", Tree), message.modules, message.lm_head if message.head_tied else None
+        )
+        origin = loaded.kind if message.checkpoint is None else describe_checkpoint(*message.checkpoint)
+        self._say(f"loaded {loaded.source} ({origin}) on {loaded.placement.device}; it is the session's model.")
         self._update_candidates()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -206,8 +226,16 @@ class ModelScreen(SmolScreen):
             WorkerState.CANCELLED,
         ):
             self.query_one("#load-spinner").display = False
-            if event.state == WorkerState.ERROR:
-                self._say("nothing loaded: fix the source and press enter again.")
+
+    def worker_failed(self, group: str, error: BaseException) -> None:
+        if group == "load-model":
+            self.load_failure = describe_error(error)
+        super().worker_failed(group, error)
+
+    def watch_load_failure(self, reason: str | None) -> None:
+        self.query_one("#load-status").set_class(reason is not None, "-error")
+        if reason is not None:
+            self._say(f"nothing loaded: {reason}")
 
     def _say(self, text: str) -> None:
         self.query_one("#load-text", Label).update(text)
@@ -223,8 +251,33 @@ class ModelScreen(SmolScreen):
         root.expand()
 
 
-def summary_table(loaded: LoadedModel) -> Table:
-    summary = loaded.summary
+def lm_head_of(model: nn.Module) -> tuple[str, bool]:
+    """The dotted name of `model`'s LM head, and whether its weight is the token embedding's (tied)."""
+    from smoltui.engine.architecture import model_parts
+
+    parts = model_parts(model)
+    name = next(name for name, module in model.named_modules() if module is parts.lm_head)
+    head_weight = getattr(parts.lm_head, "weight", None)
+    return name, head_weight is not None and head_weight is parts.embed_tokens.weight
+
+
+def checkpoint_loaded(loaded: LoadedModel) -> tuple[str, int] | None:
+    """(run id, step) of the checkpoint a run:<id>[@step] source loaded: the folder transformers loaded the model
+    from, so "run:latest" names the step it read even if the run has saved another since."""
+    from smoltui.engine.checkpoints import list_checkpoints
+
+    folder = Path(loaded.model.name_or_path)
+    run_dir = folder.parent.parent  # <run>/checkpoints/step_NNNNNN
+    return next(((run_dir.name, c.step) for c in list_checkpoints(run_dir) if c.path.name == folder.name), None)
+
+
+def describe_checkpoint(run_id: str, step: int) -> str:
+    return f"run {run_id}, checkpoint step {step}"
+
+
+def summary_table(message: ModelLoaded) -> Table | Group:
+    loaded, summary = message.loaded, message.loaded.summary
+    head_params = next((row.params for row in message.modules if row.name == message.lm_head), 0)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
@@ -235,6 +288,7 @@ def summary_table(loaded: LoadedModel) -> Table:
         ("parameters", format_count(summary.total_params)),
         ("  embedding", format_count(summary.embedding_params)),
         ("  non-embedding", format_count(summary.non_embedding_params)),
+        ("LM head", TIED if message.head_tied else format_count(head_params)),
         ("layers", str(summary.layers)),
         ("heads", str(summary.heads)),
         ("KV heads", str(summary.kv_heads)),
@@ -247,11 +301,15 @@ def summary_table(loaded: LoadedModel) -> Table:
     )
     for name, value in rows:
         facts.add_row(name, value)
-    return facts
+    if message.checkpoint is None:
+        return facts
+    # Above the table, across the panel: a run id is wider than the table's value column.
+    return Group(Text(describe_checkpoint(*message.checkpoint), style="bold"), facts)
 
 
-def fill_module_tree(tree: Tree, modules: Sequence[ModuleRow]) -> None:
-    """Rebuild `tree` from module_table rows: one node per module, labelled with its type and parameters."""
+def fill_module_tree(tree: Tree, modules: Sequence[ModuleRow], tied_head: str | None = None) -> None:
+    """Rebuild `tree` from module_table rows: one node per module, labelled with its type and parameters; the
+    module named `tied_head` (an LM head sharing the embedding's weight, counted there) says so instead."""
     tree.clear()
     parents = {row.name.rpartition(".")[0] for row in modules if row.name}
     nodes = {}
@@ -262,7 +320,7 @@ def fill_module_tree(tree: Tree, modules: Sequence[ModuleRow]) -> None:
             nodes[""] = tree.root
             continue
         parent = nodes[row.name.rpartition(".")[0]]
-        label = module_label(row.name.rpartition(".")[2], row)
+        label = module_label(row.name.rpartition(".")[2], row, tied=row.name == tied_head)
         if row.name in parents:
             nodes[row.name] = parent.add(label, data=row.name, expand=row.depth < EXPANDED_DEPTH)
         else:
@@ -270,5 +328,5 @@ def fill_module_tree(tree: Tree, modules: Sequence[ModuleRow]) -> None:
     tree.root.expand()
 
 
-def module_label(name: str, row: ModuleRow) -> Text:
-    return Text.assemble((name, "bold"), " ", (row.kind, "dim"), f"  {row.params:,}")
+def module_label(name: str, row: ModuleRow, *, tied: bool = False) -> Text:
+    return Text.assemble((name, "bold"), " ", (row.kind, "dim"), f"  {TIED}" if tied else f"  {row.params:,}")

@@ -11,12 +11,17 @@ from textual.worker import Worker, WorkerState
 from smoltui.engine.errors import UserError
 
 
+def describe_error(error: BaseException) -> str:
+    """One line for `error`: a UserError's sentence as it is, anything else named by its type."""
+    return str(error) if isinstance(error, UserError) else f"unexpected {type(error).__name__}: {error}"
+
+
 def report_error(node: DOMNode, error: BaseException, title: str | None = None) -> None:
     """Notify about `error`: a UserError's sentence as it is, anything else as a smoltui bug."""
     if isinstance(error, UserError):
-        node.notify(str(error), title=title or "", severity="error", timeout=10)
+        node.notify(describe_error(error), title=title or "", severity="error", timeout=10)
     else:
-        node.notify(f"unexpected {type(error).__name__}: {error}", title="smoltui bug", severity="error", timeout=15)
+        node.notify(describe_error(error), title="smoltui bug", severity="error", timeout=15)
 
 
 class ReportsWorkerErrors:

@@ -101,6 +101,8 @@ class ModelScreen(SmolScreen):
         self.suggester = SourceSuggester()
         self._load_worker: Worker | None = None
         self._folders: list[str] = []
+        self._begin_wanted: bool | None = None  # a begin() asked for before the screen was mounted
+        self._ready = False
 
     def compose_body(self) -> Iterable[Widget]:
         presets = ", ".join(preset_names())
@@ -127,6 +129,9 @@ class ModelScreen(SmolScreen):
     def on_mount(self) -> None:
         self.query_one("#load-spinner").display = False
         self._scan_folders()
+        self._ready = True
+        if self._begin_wanted is not None:
+            self.begin(new=self._begin_wanted)
 
     def on_screen_resume(self) -> None:
         self._update_candidates()
@@ -134,7 +139,10 @@ class ModelScreen(SmolScreen):
     # -- the source input ----------------------------------------------------------------------------------
 
     def begin(self, *, new: bool) -> None:
-        """Focus the input, with a preset ready (`new`) or empty for any source."""
+        """Focus the input, with a preset ready (`new`) or empty for any source (once mounted, if asked before)."""
+        if not self._ready:
+            self._begin_wanted = new
+            return
         source = self.query_one("#source", Input)
         presets = ", ".join(preset_names())
         source.value = preset_names()[0] if new else ""

@@ -20,9 +20,10 @@ from smoltui.engine.config import TrainConfig
 from smoltui.screens.confirm import ConfirmDelete
 from smoltui.screens.help import HelpScreen, declared_bindings
 from smoltui.screens.home import HomeScreen
-from smoltui.screens.model import ModelScreen, find_model_folders
+from smoltui.screens.model import ModelScreen
 from smoltui.screens.runs import RunsScreen
 from smoltui.screens.train import TrainScreen
+from smoltui.widgets.model_source import find_model_folders
 
 SIZE = (120, 40)
 

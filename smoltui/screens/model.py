@@ -18,7 +18,6 @@ from textual import work
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
-from textual.suggester import Suggester
 from textual.widget import Widget
 from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
 from textual.worker import Worker, WorkerState, get_current_worker
@@ -27,6 +26,7 @@ from smoltui.engine.presets import preset_names
 from smoltui.formatting import format_bytes, format_count
 from smoltui.messages import ModelLoaded, ModelLoadProgressed
 from smoltui.screens.base import SmolScreen
+from smoltui.widgets.model_source import ModelSourceInput
 from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
@@ -38,48 +38,6 @@ LOAD_HINT = "a preset ({presets}), a model folder, a Hub id, or run:<id>[@step] 
 NEW_HINT = "a preset to build with fresh weights: {presets} — enter builds it"
 TIED = "tied to the embedding"  # what a tied LM head shows instead of its parameters, which the embedding holds
 EXPANDED_DEPTH = 2  # the tree opens two levels deep: the model's children and theirs
-FOLDER_SCAN_DEPTH = 2  # model folders are looked for this deep under the current folder
-
-
-def find_model_folders(root: Path, depth: int = FOLDER_SCAN_DEPTH) -> list[str]:
-    """Folders with a config.json under `root` (hidden ones skipped), as paths relative to it."""
-    found: list[str] = []
-    frontier = [root]
-    for _ in range(depth):
-        next_frontier = []
-        for folder in frontier:
-            try:
-                children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-            except OSError:
-                continue
-            for child in children:
-                if (child / "config.json").is_file():
-                    found.append(str(child.relative_to(root)))
-                next_frontier.append(child)
-        frontier = next_frontier
-    return found
-
-
-class SourceSuggester(Suggester):
-    """Completes a model source from this session's recent sources, the presets, the runs and nearby folders."""
-
-    def __init__(self) -> None:
-        super().__init__(use_cache=False, case_sensitive=True)
-        self.candidates: list[str] = list(preset_names())
-
-    async def get_suggestion(self, value: str) -> str | None:
-        if not value or value in self.candidates:  # a source typed in full is what enter loads
-            return None
-        return next((c for c in self.candidates if c.startswith(value)), None)
-
-
-class SourceInput(Input):
-    """The model source input: enter takes the greyed completion, as → does, then submits."""
-
-    async def action_submit(self) -> None:
-        if self.cursor_at_end and self.selection.is_empty:
-            self.action_cursor_right()  # accepts the completion shown after the cursor; without one it stays put
-        await super().action_submit()
 
 
 class ModelScreen(SmolScreen):
@@ -98,17 +56,16 @@ class ModelScreen(SmolScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.suggester = SourceSuggester()
         self._load_worker: Worker | None = None
-        self._folders: list[str] = []
         self._begin_wanted: bool | None = None  # a begin() asked for before the screen was mounted
         self._ready = False
 
     def compose_body(self) -> Iterable[Widget]:
         presets = ", ".join(preset_names())
-        source = SourceInput(
-            placeholder="nano-char, ./my-model, HuggingFaceTB/SmolLM2-135M, run:<id>@500",
-            suggester=self.suggester,
+        source = ModelSourceInput(
+            self.smol.workspace,
+            self.smol.recent_sources,
+            placeholder="smollm2-135m-instruct, nano-char, ./my-model, model.gguf, run:<id>@500",
             id="source",
         )
         source.border_title = "Model source · l to type, enter to load"
@@ -128,13 +85,9 @@ class ModelScreen(SmolScreen):
 
     def on_mount(self) -> None:
         self.query_one("#load-spinner").display = False
-        self._scan_folders()
         self._ready = True
         if self._begin_wanted is not None:
             self.begin(new=self._begin_wanted)
-
-    def on_screen_resume(self) -> None:
-        self._update_candidates()
 
     # -- the source input ----------------------------------------------------------------------------------
 
@@ -164,24 +117,6 @@ class ModelScreen(SmolScreen):
         self._say(f"loading {source or '…'}")
         self.query_one("#modules", Tree).focus()  # the keys work again while it loads
         self._load_worker = self.load(source)
-
-    @work(thread=True, exit_on_error=False, group="scan")
-    def _scan_folders(self) -> None:
-        folders = find_model_folders(Path.cwd())
-        self.app.call_from_thread(self._folders_found, folders)
-
-    def _folders_found(self, folders: list[str]) -> None:
-        self._folders = folders
-        self._update_candidates()
-
-    def _update_candidates(self) -> None:
-        runs_root = self.smol.workspace / "runs"
-        try:
-            runs = sorted((p.name for p in runs_root.iterdir() if (p / "run.db").is_file()), reverse=True)
-        except OSError:
-            runs = []
-        ordered = [*self.smol.recent_sources, *preset_names(), *(f"run:{run}" for run in runs), *self._folders]
-        self.suggester.candidates = list(dict.fromkeys(ordered))
 
     # -- loading -------------------------------------------------------------------------------------------
 
@@ -224,7 +159,7 @@ class ModelScreen(SmolScreen):
         )
         origin = loaded.kind if message.checkpoint is None else describe_checkpoint(*message.checkpoint)
         self._say(f"loaded {loaded.source} ({origin}) on {loaded.placement.device}; it is the session's model.")
-        self._update_candidates()
+        self.query_one(ModelSourceInput).refresh_candidates()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Stop the spinner when the load ends (SmolScreen's handler, called too, reports a failure)."""

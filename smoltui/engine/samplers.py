@@ -47,9 +47,11 @@ LN2 = math.log(2.0)
 # DRY counts a repeat up to this many tokens: the penalty is already astronomical well before, and the backward
 # search over the history stays bounded however long the model has been looping.
 DRY_MAX_MATCH = 64
-# Top-p and typical-p look at this many candidates first (a partial top-k, not a sort of the whole vocabulary),
-# and eight times more until the cut falls inside them.
-FIRST_CANDIDATES = 64
+# Top-p and typical-p keep tokens in the order of a key until they hold enough probability. Sorting 49k scores
+# costs milliseconds on a small CPU, so the probability is first summed per bin of the key and only the bin where
+# the cut falls is sorted. Keys further than CUT_KEY_SPAN nats past the smallest share the last bin.
+CUT_BINS = 1024
+CUT_KEY_SPAN = 40.0
 
 
 class _Position:
@@ -127,6 +129,7 @@ class SamplerChain:
         scores = logits.float()  # (V,) the same tensor when it is float32 already; no stage writes in place
         if self._banned.numel():
             scores = scores.index_fill(0, self._banned.to(scores.device), NEG_INF)
+        history = history.to(scores.device)  # the same tensor when it is there already
         position = _Position(history, self.settings.repetition_range, self.vocab_size, generator)
         for apply in self._stages:
             scores = apply(scores, position)
@@ -237,9 +240,11 @@ class SamplerChain:
 
         The deviation is taken over the scores still in play; the result does not depend on temperature.
         """
-        finite = scores[torch.isfinite(scores)]  # (F,)
-        cutoff = finite.max() - self.settings.top_n_sigma * finite.std(correction=0)
-        return scores.masked_fill(scores < cutoff, NEG_INF)
+        finite = torch.isfinite(scores)
+        in_play = scores if bool(finite.all()) else scores[finite]  # (F,) indexing only when something is out
+        if in_play.numel() == 0:
+            return scores
+        return _keep_from(scores, in_play.max() - self.settings.top_n_sigma * in_play.std(correction=0))
 
     def _apply_temperature(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
         return self._temperature(position.history[None], scores[None])[0]
@@ -249,48 +254,28 @@ class SamplerChain:
 
     def _apply_top_p(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
         """Keep each token whose likelier tokens hold less than top_p (transformers' rule), the likeliest always."""
-        top_p = self.settings.top_p
-        probs = torch.softmax(scores, dim=0)  # (V,)
-        count = min(FIRST_CANDIDATES, self.vocab_size)
-        while True:
-            top_probs, top_ids = torch.topk(probs, count)  # (count,) likeliest first
-            cumulative = torch.cumsum(top_probs, dim=0)  # (count,)
-            if cumulative[-1] >= top_p or count == self.vocab_size:
-                break
-            count = min(count * 8, self.vocab_size)
-        kept = top_ids[: min(int((cumulative < top_p).sum()) + 1, count)]
-        processed = torch.full_like(scores, NEG_INF)
-        processed[kept] = scores[kept]
-        return processed
+        # Ordering by -score is ordering by surprise, and the bins' widths in nats are the same.
+        cutoff = _mass_cutoff(-scores, torch.softmax(scores, dim=0), self.settings.top_p)
+        return scores if cutoff is None else _keep_from(scores, -cutoff)
 
     def _apply_typical_p(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
-        """Typical sampling (Meister et al.), as transformers' TypicalLogitsWarper, without sorting the vocabulary."""
+        """Typical sampling (Meister et al.) by transformers' TypicalLogitsWarper's rule: keep the tokens whose
+        surprise is nearest the entropy until they hold typical_p."""
         log_probs = torch.log_softmax(scores, dim=0)  # (V,)
         probs = log_probs.exp()
         entropy = -(log_probs * probs).nansum()
-        distance = (-log_probs - entropy).abs()  # (V,) how far each token's surprise is from the average
-        mass = self.settings.typical_p
-        count = min(FIRST_CANDIDATES, self.vocab_size)
-        while True:
-            nearest, order = torch.topk(distance, count, largest=False)  # (count,) most typical first
-            cumulative = torch.cumsum(probs[order], dim=0)  # (count,)
-            if cumulative[-1] >= mass or count == self.vocab_size:
-                break
-            count = min(count * 8, self.vocab_size)
-        cutoff = nearest[min(int((cumulative < mass).sum()), count - 1)]
-        removed = distance > cutoff
-        removed[order[0]] = False
-        return scores.masked_fill(removed, NEG_INF)
+        distance = (-log_probs - entropy).abs()  # (V,)
+        cutoff = _mass_cutoff(distance, probs, self.settings.typical_p)
+        return scores if cutoff is None else scores.masked_fill(distance > cutoff, NEG_INF)
 
     def _apply_min_p(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
         return self._min_p(position.history[None], scores[None])[0]
 
     def _apply_mirostat(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
         """Mirostat 2 (Basu et al. 2021): remove tokens more surprising than mu bits; `observe` steers mu to tau."""
-        log_probs = torch.log_softmax(scores, dim=0)  # (V,)
-        removed = log_probs < -self._mu * LN2
-        removed[torch.argmax(log_probs)] = False
-        return scores.masked_fill(removed, NEG_INF)
+        best = scores.max()
+        # log p >= -mu·ln2  <=>  score >= logsumexp - mu·ln2; never above the best score, which always stays.
+        return _keep_from(scores, torch.minimum(torch.logsumexp(scores, dim=0) - self._mu * LN2, best))
 
     def _apply_xtc(self, scores: torch.Tensor, position: _Position) -> torch.Tensor:
         """XTC (p-e-w): with xtc_probability, remove every token at least xtc_threshold likely but the least likely.
@@ -306,6 +291,38 @@ class SamplerChain:
         least_likely = torch.argmin(probs.masked_fill(~top_choices, math.inf))
         top_choices[least_likely] = False
         return scores.masked_fill(top_choices, NEG_INF)
+
+
+def _mass_cutoff(key: torch.Tensor, probs: torch.Tensor, mass: float) -> torch.Tensor | None:
+    """The key of the token at which the running probability, in ascending key order, first reaches `mass`.
+
+    Keeping `key <= cutoff` then keeps that token and every one before it; None when the running probability
+    never reaches `mass` (rounding, with mass near 1) or when nothing is left to cut, and every token stays.
+    """
+    smallest = key.min()
+    if not torch.isfinite(smallest):  # every token already removed: NaN keys
+        return None
+    bins = (key - smallest).mul_(CUT_BINS / CUT_KEY_SPAN).clamp_(max=CUT_BINS - 1).long()  # (V,) removed: last
+    per_bin = torch.zeros(CUT_BINS, dtype=probs.dtype, device=probs.device).scatter_add_(0, bins, probs)
+    running = per_bin.cumsum_(dim=0)  # (CUT_BINS,)
+    cut_bin = int((running < mass).sum())
+    if cut_bin == CUT_BINS:
+        return None
+    before = running[cut_bin - 1] if cut_bin else 0.0
+    members = torch.nonzero(bins == cut_bin).squeeze(1)  # (M,) never empty: the bin's mass reaches the cut
+    member_keys, order = torch.sort(key[members])
+    member_running = before + torch.cumsum(probs[members[order]], dim=0)  # (M,)
+    return member_keys[min(int((member_running < mass).sum()), members.numel() - 1)]
+
+
+def _keep_from(scores: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    """`scores` where they reach `floor` (a 0-d tensor), -inf below it.
+
+    F.threshold keeps values strictly above its threshold in one vectorised pass (masked_fill and where are several
+    times slower on a 49k vector whose mask is irregular), so the threshold is the float just below `floor`.
+    """
+    below = torch.nextafter(floor.to(scores.dtype), torch.tensor(NEG_INF, dtype=scores.dtype, device=scores.device))
+    return torch.nn.functional.threshold(scores, float(below), NEG_INF)
 
 
 def _uniform(generator: torch.Generator | None, device: torch.device) -> float:

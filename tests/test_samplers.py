@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -476,6 +479,18 @@ def test_scores_on_the_gpu_give_what_they_give_on_the_cpu():
     assert greedy.choose(greedy.process(history.cuda(), logits.cuda()), None) == int(torch.argmax(logits))
 
 
+@PROPERTIES
+@given(st.permutations(DEFAULT_ORDER), st.integers(0, 2**31), st.integers(0, 300))
+def test_every_order_of_every_sampler_leaves_a_choice(order, seed, length):
+    history, logits = random_case(seed, 500, length)
+    chain = SamplerChain(EVERYTHING.replace(order=tuple(order)), vocab_size=500, eos_token_ids=(0,), decode_token=str)
+    generator = torch.Generator().manual_seed(seed)
+    out = chain.process(history, logits, generator=generator)
+    token = chain.choose(out, generator)
+    assert torch.isfinite(out[token]) and token not in (0, 3, 4)
+    chain.observe(token)
+
+
 def test_everything_on_at_once_leaves_a_choice():
     history, logits = random_case(2, 49_152, 300)
     chain = SamplerChain(EVERYTHING, vocab_size=49_152, eos_token_ids=(0,), decode_token=str)
@@ -549,6 +564,13 @@ def test_replace_refuses_an_unknown_setting_and_returns_a_new_validated_copy():
     assert changed.top_p == 0.5 and PRESETS["greedy"].top_p == 1.0
 
 
+def test_settings_survive_a_round_trip_through_json():
+    for preset in PRESETS.values():
+        assert SamplerSettings.from_dict(json.loads(json.dumps(preset.to_dict()))) == preset
+    with pytest.raises(UserError, match="unknown sampler setting 'top_q'"):
+        SamplerSettings.from_dict({"top_q": 0.5})
+
+
 def test_whole_numbers_and_lists_are_accepted_where_floats_and_tuples_are_wanted():
     given_ = SamplerSettings(temperature=1, banned_tokens=[4, 2], order=list(DEFAULT_ORDER))
     assert isinstance(given_.temperature, float) and given_.banned_tokens == (4, 2)
@@ -570,6 +592,12 @@ def test_presets():
     assert PRESETS["greedy"].greedy and PRESETS["greedy"].active_order() == ()
     assert PRESETS["balanced"].active_order() == ("repetition_penalty", "temperature", "top_p")
     assert PRESETS["creative"].active_order() == ("dry", "min_p", "xtc")
+
+
+def test_the_settings_load_without_torch_for_the_cli_and_the_first_frame():
+    probe = "import sys, smoltui.engine.sampler_settings\nprint(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "'torch'" not in loaded and "'transformers'" not in loaded and "'smoltui'" in loaded
 
 
 def test_parse_order_takes_what_a_user_types():

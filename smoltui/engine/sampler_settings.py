@@ -242,6 +242,14 @@ class SamplerSettings:
                 raise UserError(f"unknown sampler setting {name!r}; known settings: {', '.join(sorted(known))}.")
         return dataclasses.replace(self, **changes)
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> SamplerSettings:
+        """Build from stored or user-given values (lists for tuples are fine); an unknown key is a mistake."""
+        return cls().replace(**values)
+
     @property
     def greedy(self) -> bool:
         """Temperature 0: always the likeliest token after the penalties; the other samplers stand aside."""

@@ -57,7 +57,9 @@ CUT_KEY_SPAN = 40.0
 class _Position:
     """What the samplers share at one position: the history, the penalties' window of it, and its token counts."""
 
-    def __init__(self, history: torch.Tensor, repetition_range: int, vocab_size: int, generator) -> None:
+    def __init__(
+        self, history: torch.Tensor, repetition_range: int, vocab_size: int, generator: torch.Generator | None
+    ) -> None:
         self.history = history  # (T,)
         self.window = history[-repetition_range:] if repetition_range else history  # (W,)
         self.generator = generator
@@ -105,15 +107,17 @@ class SamplerChain:
         self._breaks_known: torch.Tensor | None = None  # (V + 1,) whether that token has been decoded yet
         self._mu = 2 * settings.mirostat_tau  # mirostat's running cap on surprise, in bits (Basu et al.: 2·tau)
         self._last_output: torch.Tensor | None = None
-        self._stages = [getattr(self, f"_apply_{name}") for name in settings.active_order()]
-        self._mirostat_on = "mirostat" in settings.active_order()
+        active = settings.active_order()
+        self._stages = [getattr(self, f"_apply_{name}") for name in active]
+        self._mirostat_on = "mirostat" in active
+        # transformers' processors, for the samplers it has that take part
         s = settings
-        self._temperature = TemperatureLogitsWarper(s.temperature) if "temperature" in s.active_order() else None
-        self._top_k = TopKLogitsWarper(s.top_k) if s.top_k > 0 else None
-        self._min_p = MinPLogitsWarper(s.min_p) if s.min_p > 0 else None
-        repetition_on = s.repetition_penalty != 1
+        self._temperature = TemperatureLogitsWarper(s.temperature) if "temperature" in active else None
+        self._top_k = TopKLogitsWarper(s.top_k) if "top_k" in active else None
+        self._min_p = MinPLogitsWarper(s.min_p) if "min_p" in active else None
+        repetition_on = "repetition_penalty" in active
         self._repetition = RepetitionPenaltyLogitsProcessor(s.repetition_penalty) if repetition_on else None
-        self._no_repeat = NoRepeatNGramLogitsProcessor(s.no_repeat_ngram) if s.no_repeat_ngram > 0 else None
+        self._no_repeat = NoRepeatNGramLogitsProcessor(s.no_repeat_ngram) if "no_repeat_ngram" in active else None
 
     def process(
         self, history: torch.Tensor, logits: torch.Tensor, *, generator: torch.Generator | None = None
@@ -150,11 +154,12 @@ class SamplerChain:
             )
         if self.settings.greedy:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits, dim=0)  # (V,)
-        cumulative = torch.cumsum(probs, dim=0, dtype=torch.float64)  # (V,)
+        weights = torch.exp(logits - best)  # (V,) the softmax's numerators, 0 where a token was removed
+        cumulative = torch.cumsum(weights, dim=0, dtype=torch.float64)  # (V,)
         target = _uniform(generator, logits.device) * float(cumulative[-1])
-        # The first token whose cumulative probability passes the target; a removed token never does.
-        return int((cumulative <= target).sum())
+        # The first token whose running weight passes the target; a removed token adds nothing, so never does.
+        target_tensor = torch.tensor([target], dtype=torch.float64, device=logits.device)
+        return int(torch.searchsorted(cumulative, target_tensor, right=True))
 
     def observe(self, token_id: int) -> None:
         """Tell the chain which token was taken: mirostat moves its cap by the surprise it brought."""

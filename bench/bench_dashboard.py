@@ -57,6 +57,7 @@ class DashboardApp(App[None]):
     pulse_known = True
     start_run = None
     start_overlay = ()
+    recent_sources: list[str] = []
 
     def __init__(self, workspace: Path, refresh_fps: float = 4.0) -> None:
         super().__init__()

@@ -47,6 +47,7 @@ class TrainTestApp(App[None]):
     pulse_known = True
     start_run = None
     start_overlay = ()
+    recent_sources: list[str] = []
 
     def __init__(self, workspace: Path, *, read_only: bool = False, refresh_fps: float = 20.0, session_model=None):
         super().__init__()
@@ -664,3 +665,25 @@ def test_the_run_clock_follows_the_state():
     state.status = "running"
     assert state.clock_text(now=1160.0) == "ETA …"
     assert RunProgressState(status="created").clock_text() == "starting…"
+
+
+async def test_the_form_completes_a_model_name_and_refuses_one_it_cannot_load(workspace, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app = TrainTestApp(workspace)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_form(pilot)
+        field = screen.form._fields["model"]
+        field.focus()
+        field.value = ""
+        await pilot.press(*"nano", "right")  # → takes the greyed completion
+        await pilot.pause()
+        assert field.value == "nano-char"
+        field.value = "nano"
+        await pilot.pause()
+        assert screen.form.validate() is None
+        assert "unknown model 'nano'; known presets" in text_of(screen, "#error-model")
+        field.value = "2lnano1"  # a Hub id as far as its spelling goes: the Hub is asked at Start
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: "Hub is unreachable" in text_of(screen, "#error-model"), "the Hub's answer")
+        assert list_runs(workspace) == [] and screen.view == "form"

@@ -124,7 +124,7 @@ class TrainScreen(SmolScreen):
     def form(self) -> TrainForm:
         """The new-run form, built on first use: watching a run never pays for its thirty fields."""
         if self._form is None:
-            self._form = TrainForm(self.smol.workspace, id="form")
+            self._form = TrainForm(self.smol.workspace, self.smol.recent_sources, id="form")
             self._form_mounted = self._switcher.mount(self._form)
         return self._form
 

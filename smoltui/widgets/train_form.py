@@ -7,6 +7,7 @@ pre-launch checks (preflight) run as you type too, so the model, tokenizer and c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 from smoltui.engine.config import SETTINGS, Setting, TrainConfig, format_setting, parse_setting, sections
 from smoltui.engine.errors import UserError
 from smoltui.engine.preflight import quick_checks
+from smoltui.engine.workspace import workspace_path
+from smoltui.widgets.model_source import ModelSourceInput
 
 FIELDS = {spec.name: spec for _, specs in sections() for spec in specs}
 DEFAULT_MODEL = SETTINGS["model"].default
@@ -66,9 +69,10 @@ class TrainForm(Widget):
             self.config = config
             super().__init__()
 
-    def __init__(self, workspace: Path | None = None, *, id: str | None = None) -> None:
+    def __init__(self, workspace: Path | None = None, recent_sources: Sequence[str] = (), *, id: str | None = None):
         super().__init__(id=id)
         self.workspace = workspace  # where run:<id> models are looked for
+        self.recent_sources = recent_sources  # the session's recently loaded models, offered first
         self._default_model = DEFAULT_MODEL
         self.errors: dict[str | None, str] = {}
         self._fields: dict[str, Input | Select] = {}
@@ -99,6 +103,15 @@ class TrainForm(Widget):
             if spec.kind == "choice":
                 options = [(choice, choice) for choice in spec.choices]
                 field = Select(options, value=spec.default, allow_blank=False, compact=True, id=f"field-{spec.name}")
+            elif spec.name == "model":  # completes presets, bundled models, runs and folders as you type
+                field = ModelSourceInput(
+                    workspace_path(self.workspace),
+                    self.recent_sources,
+                    value=format_setting(spec.default, spec),
+                    placeholder=spec.placeholder,
+                    compact=True,
+                    id=f"field-{spec.name}",
+                )
             else:
                 field = Input(
                     format_setting(spec.default, spec),

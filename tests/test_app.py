@@ -343,6 +343,24 @@ async def test_the_header_follows_the_running_run(workspace, write_run):
         assert header.strip() == "running · step 3/100 · loss 3.2500 · 20300101-000000-tiny"
 
 
+async def test_the_header_says_what_the_dashboard_says_and_nothing_before_it_knows(workspace, write_run):
+    from smoltui.messages import RunProgressShown
+
+    write_run("20300101-000000-tiny", status="running", losses=(4.0, 3.5, 3.25), max_steps=100)
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        assert text_of(app.screen.query_one("#run-info", Label)).strip() == ""  # not "no run training" at first
+        assert text_of(app.screen.query_one("#model-info", Label)).strip() == ""  # not "no model"
+        await settle(pilot)
+        await pilot.pause(0.3)
+        app.post_message(RunProgressShown("20300101-000000-tiny", "running", 7, 100, 2.5))  # the dashboard, ahead
+        await pilot.pause(0.3)
+        header = text_of(app.screen.query_one("#run-info", Label)).strip()
+        assert header == "running · step 7/100 · loss 2.5000 · 20300101-000000-tiny"  # a store read now is older
+        await settle(pilot)
+        assert any("7/100" in "".join(row) for row in cells(app.screen.query_one("#recent-runs")))
+
+
 async def test_quitting_names_the_runs_that_keep_going(workspace, write_run):
     write_run("20300101-000000-tiny", status="running")
     assert "smoltui watch 20300101-000000-tiny" in quit_message(("20300101-000000-tiny",))

@@ -288,9 +288,9 @@ def test_readout_gives_each_series_value_at_or_before_the_cursor():
     view = ChartView(smoothing=0.6)
     smoothed = "".join(t for t, _ in legend_row([train, val], view, 100, "ema 0.6", at=275.6))
     ema = train.smoothed(0.6)[274]
-    assert smoothed.startswith(f"step 275  ━ train loss {ema:.4g} (raw 2.625)") and smoothed.endswith("ema 0.6")
+    assert smoothed.startswith(f"step 275  ━ train loss 2.625 (ema {ema:.4g})") and smoothed.endswith("ema 0.6")
     narrow = "".join(t for t, _ in legend_row([train, val], view, 56, "ema 0.6", at=275.6))
-    assert narrow.rstrip() == f"step 275  ━ train loss {ema:.4g}  • val loss 2.85 @250"  # raw values go first
+    assert narrow.rstrip() == "step 275  ━ train loss 2.625  • val loss 2.85 @250"  # smoothed values go first
     before = "".join(t for t, _ in legend_row([train, val], view, 100, "", at=10))
     assert "val loss –" in before
     long = series("long", np.arange(1, 3_001), np.linspace(4, 1, 3_000), max_steps=3_000)

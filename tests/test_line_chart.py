@@ -130,7 +130,7 @@ async def test_hovering_shows_the_step_and_values_under_the_mouse_without_rebuil
         lines = chart_lines(chart)
         step = int(plot.x_of(column))
         smoothed = chart.series("train loss").smoothed(0.6)[step - 1]
-        assert lines[0].startswith(f"step {step}  ━ train loss {smoothed:.4g} (raw {4 - step / 200:.4g})")
+        assert lines[0].startswith(f"step {step}  ━ train loss {4 - step / 200:.4g} (ema {smoothed:.4g})")
         assert f"• val loss {4.1 - step // 50 * 50 / 200:.4g} @{step // 50 * 50}" in lines[0]
         assert cursor_column(lines) == [plot.left + column] and lines[-2][plot.left + column] == "┴"
         await pilot.hover(chart, offset=(plot.left + 3, 8))

@@ -103,7 +103,7 @@ async def test_x_pins_a_cursor_that_the_arrows_move_and_the_mouse_reads_too(work
         assert chart.cursor_x == plot.x_of(plot.width - 12)
         readout = chart_lines(chart)[0]
         step = int(chart.cursor_x)
-        assert readout.startswith(f"step {step}  ━ train loss") and "(raw " in readout
+        assert readout.startswith(f"step {step}  ━ train loss") and "(ema " in readout
         assert "• val loss" in readout and f"@{step // 50 * 50}" in readout
         await pilot.press("right")
         assert chart.cursor_x == plot.x_of(plot.width - 11)

@@ -48,6 +48,10 @@ class TrainTestApp(App[None]):
     start_run = None
     start_overlay = ()
     recent_sources: list[str] = []
+    shown_progress = None  # the last numbers the dashboard told the header (SmolApp puts them in its header)
+
+    def on_run_progress_shown(self, message) -> None:
+        self.shown_progress = message
 
     def __init__(self, workspace: Path, *, read_only: bool = False, refresh_fps: float = 20.0, session_model=None):
         super().__init__()
@@ -687,3 +691,28 @@ async def test_the_form_completes_a_model_name_and_refuses_one_it_cannot_load(wo
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: "Hub is unreachable" in text_of(screen, "#error-model"), "the Hub's answer")
         assert list_runs(workspace) == [] and screen.view == "form"
+
+
+async def test_one_screen_one_loss(workspace):
+    """The stats line, the legend and the header all say the same latest train loss."""
+    from textual.geometry import Region
+
+    from smoltui.widgets.chart_ticks import format_value
+
+    write_run(workspace, status="running")
+    run_dir = workspace / "runs" / "20250101-120000-tiny"
+    writer = keep_alive(run_dir)
+    try:
+        app = TrainTestApp(workspace)
+        async with app.run_test(size=(120, 40)) as pilot:
+            screen = await open_run(pilot, "latest")
+            details = text_of(screen, "#run-details")
+            train = details.split(" train ")[1].split(" ")[0]
+            chart = screen.dashboard.loss_chart
+            legend = chart.render_lines(Region(0, 0, chart.size.width, 1))[0].text
+            assert f"train loss {train} (ema " in legend
+            shown = app.shown_progress  # what the dashboard told the header
+            assert shown is not None and format_value(shown.loss) == train
+            assert shown.step == screen.dashboard.state.step
+    finally:
+        writer.close()

@@ -155,17 +155,17 @@ def _hidden_text(names: list[str], room: int) -> str:
 
 
 def _entry(s: Series, view: ChartView, at: float | None, at_step: float | None, with_raw: bool) -> list[Run]:
-    """A series' marker, name and value: its latest, or with `at` its last at or before that x (and its raw
-    value too, `with_raw`, when smoothing is on)."""
+    """A series' marker, name and value: its latest, or with `at` its last at or before that x, as logged (and
+    its smoothed value too, `with_raw`, when smoothing is on)."""
     marker = POINT_MARKER if s.style == "points" else "━"
     smoothed = view.smoothing > 0 and s.style == "line"
     index = len(s) - 1 if at is None else int(np.searchsorted(s.steps, at * steps_per_x(s, view), "right")) - 1
     head: list[Run] = [(f"{marker} ", Ink(s.colour)), (f"{s.name} ", "legend")]
     if index < 0:
         return [*head, ("–", "label")]
-    text = format_value(s.smoothed(view.smoothing)[index] if smoothed else s.values[index])
-    if at is not None and smoothed and with_raw:
-        text += f" (raw {format_value(s.values[index])})"
+    text = format_value(s.values[index])  # the number the run's stats line shows too: the logged value
+    if smoothed and with_raw:
+        text += f" (ema {format_value(s.smoothed(view.smoothing)[index])})"
     if at is not None and s.steps[index] != at_step:
         text += f" @{_step_text(s.steps[index])}"
     return [*head, (text, "label")]
@@ -192,13 +192,14 @@ def _legend_entries(head: str, entries: list[list[Run]], names: list[str], room:
 
 def legend_row(series: Sequence[Series], view: ChartView, width: int, notes: str, at: float | None = None) -> list[Run]:
     """The legend: the y title, then each series' marker, name and latest value, then what did not fit, then
-    `notes` (the view settings) on the right.
+    `notes` (the view settings) on the right. Values are as logged (the run's stats line shows the same), with the
+    smoothed value in parentheses when smoothing is on.
 
     With `at` (a cursor's x) it is the cursor's readout instead: the step there, then each series' value at its
-    last point at or before it (the raw value beside the smoothed one when smoothing is on, and the point's own
-    step after "@" where it differs, as it always does for runs aligned by fraction).
+    last point at or before it (and the point's own step after "@" where it differs, as it always does for runs
+    aligned by fraction).
 
-    Where room is short, the notes go first, then the raw values, then the series that do not fit.
+    Where room is short, the notes go first, then the smoothed values, then the series that do not fit.
     """
     filled = [s for s in series if len(s)]
     at_step = None

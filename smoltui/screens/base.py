@@ -303,6 +303,35 @@ def status_text(app: App, status: str) -> Text:
     return Text(status, style=app.theme_variables.get(f"text-{role}") or app.theme_variables.get(role) or "")
 
 
+def short_run_ids(run_ids: Sequence[str]) -> dict[str, str]:
+    """Run ids as a list shows them: without the date when every one shares it (the time and the model are what
+    tell them apart), whole otherwise."""
+    dates = {run_id[:9] for run_id in run_ids}
+    shared = len(dates) == 1 and next(iter(dates))[:8].isdigit() and next(iter(dates)).endswith("-")
+    return {run_id: run_id[9:] if shared else run_id for run_id in run_ids}
+
+
+def fit_columns(
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[tuple[str, Sequence[str | Text]]],
+    width: int,
+    give_way: Sequence[str],
+) -> tuple[list[tuple[str, str]], list[tuple[str, list[str | Text]]]]:
+    """The columns (and their cells) that fit in `width`, leaving out those named in `give_way`, first one first,
+    until the rest fit: a table never shows a column cut in half."""
+    keep = list(range(len(columns)))
+
+    def needed() -> int:  # each cell has a space either side; one more for the scrollbar's column
+        widths = [max([cell_len(columns[i][0]), *(cell_len(str(cells[i])) for _, cells in rows)]) for i in keep]
+        return 1 + sum(2 + width for width in widths)
+
+    for key in give_way:
+        if width <= 0 or needed() <= width:
+            break
+        keep = [i for i in keep if columns[i][1] != key]
+    return [columns[i] for i in keep], [(row_key, [cells[i] for i in keep]) for row_key, cells in rows]
+
+
 def sync_table(
     table: DataTable, columns: Sequence[tuple[str, str]], rows: Sequence[tuple[str, Sequence[str | Text]]]
 ) -> None:

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
 from smoltui.formatting import format_ago, format_loss, format_step
-from smoltui.screens.base import SmolScreen, number, status_text, sync_table
+from smoltui.screens.base import SmolScreen, number, short_run_ids, status_text, sync_table
 
 if TYPE_CHECKING:
     from smoltui.engine.runs import RunSummary
@@ -93,11 +93,12 @@ class HomeScreen(SmolScreen):
         self._run_count = len(runs)
         self._last_corpus = runs[0].corpus if runs else None
         now = self.smol.clock()
+        shown_ids = short_run_ids([run.run_id for run in runs[:RECENT_RUNS]])
         rows = [
             (
                 run.run_id,
                 (
-                    run.run_id,
+                    shown_ids[run.run_id],
                     status_text(self.app, run.status),
                     run.model,
                     number(format_step(run.step, run.max_steps)),

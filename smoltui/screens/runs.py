@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Label
 
 from smoltui.engine.run_contract import ACTIVE_STATUSES
 from smoltui.formatting import format_ago, format_loss, format_rate, format_step
-from smoltui.screens.base import SmolScreen, number, status_text, sync_table
+from smoltui.screens.base import SmolScreen, fit_columns, number, short_run_ids, status_text, sync_table
 from smoltui.screens.confirm import ConfirmDelete
 
 if TYPE_CHECKING:
@@ -75,12 +75,13 @@ class RunsScreen(SmolScreen):
         self._statuses = {run.run_id: run.status for run in runs}
         self.marked = [run_id for run_id in self.marked if run_id in self._statuses]
         now = self.smol.clock()
+        shown_ids = short_run_ids([run.run_id for run in runs])
         rows = [
             (
                 run.run_id,
                 (
                     MARK if run.run_id in self.marked else "",
-                    run.run_id,
+                    shown_ids[run.run_id],
                     status_text(self.app, run.status),
                     run.model,
                     number(format_step(run.step, run.max_steps)),
@@ -92,7 +93,13 @@ class RunsScreen(SmolScreen):
             )
             for run in runs
         ]
-        sync_table(self.query_one("#runs-table", DataTable), COLUMNS, rows)
+        table = self.query_one("#runs-table", DataTable)
+        columns, rows = fit_columns(COLUMNS, rows, table.size.width, give_way=("started", "speed", "val", "model"))
+        sync_table(table, columns, rows)
+
+    def on_resize(self) -> None:
+        if self._runs:
+            self.show_runs(self._with_pulse(self._runs))
         self._show_hint()
 
     def _show_hint(self) -> None:

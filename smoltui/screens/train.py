@@ -125,6 +125,7 @@ class TrainScreen(SmolScreen):
         """The new-run form, built on first use: watching a run never pays for its thirty fields."""
         if self._form is None:
             self._form = TrainForm(self.smol.workspace, self.smol.recent_sources, id="form")
+            self._form.display = False  # the switcher hides what it does not show, but only what it had at mount
             self._form_mounted = self._switcher.mount(self._form)
         return self._form
 

@@ -94,7 +94,10 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
         #run-none { display: none; width: 1fr; height: 1fr; content-align: center middle; color: $text-muted; }
         &.-empty > * { display: none; }
         &.-empty > #run-none { display: block; }
-        &.-short #run-title, &.-short #run-details, &.-short #run-logs { display: none; }
+        #run-latest { display: none; height: 2; }
+        #run-latest > Static { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+        &.-short #run-logs { display: none; }
+        &.-short #run-latest { display: block; }
         &.-narrow #run-side { display: none; }
     }
     """
@@ -126,9 +129,12 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
                     yield Static(title, classes="spark-title", id=f"{key}-title")
                     yield LineChart(compact=True, id=f"{key}-chart", empty_text="no data yet")
                 yield ActivationTable(id="activations")
+        with Vertical(id="run-latest"):  # a short terminal's logs: the newest sample and event, a line each
+            yield Static(Content.styled("no samples yet", "italic $text-muted"), id="latest-sample")
+            yield Static(Content.styled("no events yet", "italic $text-muted"), id="latest-event")
         with Horizontal(id="run-logs"):
             yield RunLog("samples", "no samples yet", max_lines=50, id="samples")
-            yield RunLog("events", "no events yet", max_lines=200, one_line=True, id="events")
+            yield RunLog("events", "no events yet", max_lines=200, id="events")  # wrapped: each is read whole
         yield Static("No run is open: f starts a new one; the runs screen opens an old one.", id="run-none")
 
     def on_mount(self) -> None:
@@ -180,6 +186,8 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
         self._set_up_series()
         self.query_one("#samples", RunLog).clear()
         self.query_one("#events", RunLog).clear()
+        self.query_one("#latest-sample", Static).update(Content.styled("no samples yet", "italic $text-muted"))
+        self.query_one("#latest-event", Static).update(Content.styled("no events yet", "italic $text-muted"))
         table = self.query_one(ActivationTable)
         table.clear_stats()
         table.set_class(False, "-shown")
@@ -291,8 +299,12 @@ class RunDashboard(ReportsWorkerErrors, Vertical):
             table.add_class("-shown")
         if delta.samples:
             self.query_one("#samples", RunLog).add(sample_content(s) for s in delta.samples)
+            latest = sample_content(delta.samples[-1], one_line=True)
+            self.query_one("#latest-sample", Static).update(Content.assemble(("sample ", "$text-muted"), latest))
         if delta.events:
             self.query_one("#events", RunLog).add(event_content(e, self._origin) for e in delta.events)
+            latest = event_content(delta.events[-1], self._origin)
+            self.query_one("#latest-event", Static).update(Content.assemble(("event ", "$text-muted"), latest))
             if not delta.first or self._launched:
                 for event in delta.events:
                     if event.level == "error":

@@ -116,10 +116,8 @@ def details_content(state: RunProgressState, now: float | None = None) -> Conten
 
 
 class RunLog(VerticalScroll):
-    """A scrolling log of the last `max_lines` entries, kept at the bottom while new ones arrive.
-
-    `one_line` cuts each entry at the width (with an ellipsis) instead of wrapping it.
-    """
+    """A scrolling log of the last `max_lines` entries, kept at the bottom while new ones arrive; long entries
+    wrap, so each can be read whole."""
 
     DEFAULT_CSS = """
     RunLog {
@@ -129,14 +127,11 @@ class RunLog(VerticalScroll):
         padding: 0 1;
         &:focus { border: round $border; }
         & > Static { width: 1fr; min-height: 100%; }  /* never shorter than the view: anchoring scrolls right */
-        &.-one-line > Static { text-wrap: nowrap; text-overflow: ellipsis; }
     }
     """
 
-    def __init__(
-        self, title: str, empty: str, *, max_lines: int = 100, one_line: bool = False, id: str | None = None
-    ) -> None:
-        super().__init__(id=id, classes="-one-line" if one_line else None)
+    def __init__(self, title: str, empty: str, *, max_lines: int = 100, id: str | None = None) -> None:
+        super().__init__(id=id)
         self.border_title = title
         self.empty = empty
         self._lines: deque[Content] = deque(maxlen=max_lines)
@@ -158,13 +153,16 @@ class RunLog(VerticalScroll):
             self.query_one(Static).update(Content("\n").join(self._lines))
 
 
-def sample_content(sample: Sample) -> Content:
-    prompt = sample.prompt.strip()
+def sample_content(sample: Sample, *, one_line: bool = False) -> Content:
+    """A sample with its step and prompt; `one_line` marks its line breaks with ↵ instead of breaking."""
+    prompt, text = sample.prompt.strip(), sample.text.strip()
+    if one_line:
+        prompt, text = prompt.replace("\n", " ↵ "), text.replace("\n", " ↵ ")
     return Content.assemble(
         (f"step {sample.step:,}", "bold $text-accent"),
         " ",
         (prompt + " ", "$text-muted") if prompt else "",
-        sample.text.strip(),
+        text,
     )
 
 

@@ -340,7 +340,7 @@ async def test_the_header_follows_the_running_run(workspace, write_run):
         await settle(pilot)
         await pilot.pause(0.3)
         header = text_of(app.screen.query_one("#run-info", Label))
-        assert header.strip() == "running · step 3/100 · loss 3.2500 · 20300101-000000-tiny"
+        assert header.strip() == "running · step 3/100 · loss 3.2500 · 000000-tiny"
 
 
 async def test_the_header_says_what_the_dashboard_says_and_nothing_before_it_knows(workspace, write_run):
@@ -356,7 +356,7 @@ async def test_the_header_says_what_the_dashboard_says_and_nothing_before_it_kno
         app.post_message(RunProgressShown("20300101-000000-tiny", "running", 7, 100, 2.5))  # the dashboard, ahead
         await pilot.pause(0.3)
         header = text_of(app.screen.query_one("#run-info", Label)).strip()
-        assert header == "running · step 7/100 · loss 2.5000 · 20300101-000000-tiny"  # a store read now is older
+        assert header == "running · step 7/100 · loss 2.5000 · 000000-tiny"  # a store read now is older
         await settle(pilot)
         assert any("7/100" in "".join(row) for row in cells(app.screen.query_one("#recent-runs")))
 

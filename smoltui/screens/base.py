@@ -206,7 +206,8 @@ def describe_pulse(pulse: RunPulse | None) -> str:
     if pulse is None:
         return "no run training"
     steps = f"{pulse.step if pulse.step is not None else 0}" + (f"/{pulse.max_steps}" if pulse.max_steps else "")
-    return f"{pulse.status} · step {steps} · loss {format_loss(pulse.loss)} · {pulse.run_id}"
+    run = short_run_ids([pulse.run_id])[pulse.run_id]  # the time and model; the date would be cut first
+    return f"{pulse.status} · step {steps} · loss {format_loss(pulse.loss)} · {run}"
 
 
 class SmolScreen(ReportsWorkerErrors, Screen):

@@ -98,7 +98,7 @@ def reports_user_errors(command: F) -> F:
 
 def _print_version(value: bool) -> None:
     if value:
-        console.print(f"smoltui {__version__}")
+        typer.echo(f"smoltui {__version__}")  # no rich: the version is one plain line
         raise typer.Exit()
 
 

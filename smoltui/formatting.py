@@ -87,6 +87,23 @@ def format_clock(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
+# How likely a token was, as a colour: the Sample screen and `smoltui sample` shade each token with it, and both
+# show this legend. Mid-tones that read on dark and light backgrounds; the bands are upper bounds.
+PROBABILITY_BANDS: tuple[tuple[float, str, str], ...] = (
+    (0.01, "#e5484d", "<1%"),
+    (0.05, "#f28e2b", "<5%"),
+    (0.20, "#d4a017", "<20%"),
+    (0.50, "#a3b83f", "<50%"),
+    (0.80, "#3fb37f", "<80%"),
+    (1.01, "#4c9be8", "≥80%"),
+)
+
+
+def probability_colour(probability: float) -> str:
+    """The colour of a token chosen with this probability (see PROBABILITY_BANDS)."""
+    return next(colour for bound, colour, _ in PROBABILITY_BANDS if probability < bound)
+
+
 def status_look(status: str) -> tuple[str, str]:
     """(glyph, colour role) of a run status."""
     return STATUS_LOOKS.get(status, ("·", "foreground"))

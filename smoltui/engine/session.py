@@ -1,0 +1,307 @@
+"""The model session: the loaded model and its tokenizer, and one worker thread that runs every inference job on
+it in turn (load, generate, score; later lens, attention and surgery), cancellable between tokens.
+
+Why one worker (DESIGN, decision 7): a KV cache, an nnsight trace or a weight edit must not run concurrently on
+one model, and on 2 cores two jobs only slow each other. Screens submit jobs and hear about them through the
+`listener` callback, called on the worker thread with plain event objects (the app forwards them as Textual
+messages with `post_message`, which never blocks the worker). A job's own events (a token, a progress line)
+come as `JobProgressed`; every job ends with exactly one of `JobFinished`, `JobFailed` or `JobCancelled`.
+
+Loading a model cancels what runs or waits on the old one: a job is bound to the model it was submitted for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smoltui.engine.errors import UserError
+
+if TYPE_CHECKING:
+    from smoltui.engine.models import LoadedModel
+    from smoltui.engine.sampler_settings import SamplerSettings
+
+
+@dataclass(eq=False)
+class Job:
+    """One piece of work for the session's worker; `cancel()` stops it between tokens (or before it starts)."""
+
+    id: int
+    kind: str  # "load", "generate", "score", …
+    description: str
+    model_generation: int  # the model it was submitted for; a later model cancels it
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    finished: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the job ends; its result, or the error it raised (for scripts and tests)."""
+        if not self.finished.wait(timeout):
+            raise TimeoutError(f"job {self.id} ({self.kind}) still running after {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    job: Job
+
+
+@dataclass(frozen=True)
+class JobProgressed:
+    """Something a running job has to say: a decoder event, a scored text, a line of loading progress."""
+
+    job: Job
+    event: Any
+
+
+@dataclass(frozen=True)
+class JobFinished:
+    job: Job
+    result: Any
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    job: Job
+    error: BaseException  # a UserError is the person's mistake; anything else is a bug
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    job: Job
+
+
+@dataclass(frozen=True)
+class ModelChanged:
+    """The session's model is now `loaded` (None: no model)."""
+
+    loaded: LoadedModel | None
+
+
+SessionEvent = JobStarted | JobProgressed | JobFinished | JobFailed | JobCancelled | ModelChanged
+
+
+@dataclass
+class JobContext:
+    """What a job's work function gets: the model it runs on, its cancel flag, and a way to speak."""
+
+    job: Job
+    loaded: LoadedModel | None
+    emit: Callable[[Any], None]
+
+    @property
+    def cancelled(self) -> threading.Event:
+        return self.job.cancelled
+
+    def require_model(self) -> LoadedModel:
+        if self.loaded is None:
+            raise UserError("no model is loaded; load one on the Model screen (key 2) or pass a model source.")
+        return self.loaded
+
+
+class ModelSession:
+    """One model, one worker thread, jobs in order. Thread-safe: submit and cancel from any thread."""
+
+    def __init__(self, listener: Callable[[SessionEvent], None] | None = None) -> None:
+        self.listener = listener or (lambda _event: None)
+        self.loaded: LoadedModel | None = None
+        self._generation = 0
+        self._ids = itertools.count(1)
+        self._queue: queue.Queue[tuple[Job, Callable[[JobContext], Any]] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._running: Job | None = None
+        self._waiting: list[Job] = []
+        self._worker = threading.Thread(target=self._work, name="model-session", daemon=True)
+        self._worker.start()
+
+    # -- submitting ---------------------------------------------------------------------------------------
+
+    def submit(self, kind: str, work: Callable[[JobContext], Any], description: str = "") -> Job:
+        """Queue `work(context)` for the worker; its return value is the job's result."""
+        with self._lock:
+            job = Job(next(self._ids), kind, description or kind, self._generation)
+            self._waiting.append(job)
+        self._queue.put((job, work))
+        return job
+
+    def load(self, source: str, **options: Any) -> Job:
+        """Load `source` (any model source, see models.load_model) and make it the session's model.
+
+        Everything running or waiting on the current model is cancelled first; the load's progress lines come
+        as JobProgressed events, and ModelChanged follows its JobFinished.
+        """
+        self.cancel_all()
+
+        def work(context: JobContext) -> LoadedModel:
+            from smoltui.engine.models import load_model
+
+            loaded = load_model(source, progress=context.emit, **options)
+            self._become(loaded)
+            return loaded
+
+        return self.submit("load", work, f"load {source}")
+
+    def use(self, loaded: LoadedModel | None) -> None:
+        """Make an already loaded model the session's (cancelling what ran on the previous one)."""
+        self.cancel_all()
+        self._become(loaded)
+
+    def generate(
+        self,
+        *,
+        prompt: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        system: str | None = None,
+        sampling: SamplerSettings | None = None,
+        max_new_tokens: int = 256,
+        seed: int | None = None,
+        stop_strings: Sequence[str] = (),
+        json_schema: dict | str | Path | None = None,
+        top_n: int = 20,
+    ) -> Job:
+        """Stream a completion of `prompt`, or the assistant's next turn of `messages` (chat), token by token.
+
+        Each decoder event (PromptTruncated, TokenGenerated, DecodeFinished) comes as JobProgressed; a chat
+        prompt to a model without a template comes with a first event, a ChatPrompt, whose `note` says so. The
+        result is the DecodeFinished event.
+        """
+        if (prompt is None) == (messages is None):
+            raise ValueError("give a prompt or messages, not both")
+
+        def work(context: JobContext):
+            from smoltui.engine.decoder import decode
+
+            loaded = context.require_model()
+            model, tokenizer = loaded.model, loaded.tokenizer
+            ids = prompt_ids(tokenizer, prompt=prompt, messages=messages, system=system, emit=context.emit)
+            constraint = schema_constraint(json_schema, tokenizer, model) if json_schema is not None else None
+            finished = None
+            for event in decode(
+                model,
+                tokenizer,
+                ids,
+                max_new_tokens=max_new_tokens,
+                sampling=sampling,
+                seed=seed,
+                stop_strings=stop_strings,
+                top_n=top_n,
+                constraint=constraint,
+                should_stop=context.cancelled,
+            ):
+                context.emit(event)
+                finished = event
+            return finished
+
+        return self.submit("generate", work, "generate")
+
+    def score(self, text: str) -> Job:
+        """The log-probability of every token of `text` under the session's model (the result: a TextScore)."""
+
+        def work(context: JobContext):
+            from smoltui.engine.scoring import score_text
+
+            loaded = context.require_model()
+            return score_text(loaded.model, loaded.tokenizer, text)
+
+        return self.submit("score", work, "score")
+
+    # -- cancelling and closing ---------------------------------------------------------------------------
+
+    def cancel_all(self) -> None:
+        """Cancel the running job and every waiting one."""
+        with self._lock:
+            for job in [*self._waiting, *([self._running] if self._running else [])]:
+                job.cancel()
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None or bool(self._waiting)
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Cancel everything and stop the worker (it ends after the current token)."""
+        self.cancel_all()
+        self._queue.put(None)
+        self._worker.join(timeout)
+
+    # -- the worker ---------------------------------------------------------------------------------------
+
+    def _become(self, loaded: LoadedModel | None) -> None:
+        with self._lock:
+            self.loaded = loaded
+            self._generation += 1
+        self.listener(ModelChanged(loaded))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job, work = item
+            with self._lock:
+                self._waiting.remove(job)
+                stale = job.model_generation != self._generation and job.kind != "load"
+                if stale:
+                    job.cancel()  # submitted for a model that has been replaced since
+                self._running = None if job.cancelled.is_set() else job
+                loaded = self.loaded
+            if self._running is None:
+                self._end(job, JobCancelled(job))
+                continue
+            self.listener(JobStarted(job))
+            try:
+                job.result = work(
+                    JobContext(job, loaded, lambda event, job=job: self.listener(JobProgressed(job, event)))
+                )
+            except BaseException as error:  # reported, never lost: the worker must outlive any job
+                job.error = error
+                ended: SessionEvent = JobFailed(job, error)
+            else:
+                ended = JobCancelled(job) if job.cancelled.is_set() else JobFinished(job, job.result)
+            with self._lock:
+                self._running = None
+            self._end(job, ended)
+
+    def _end(self, job: Job, event: SessionEvent) -> None:
+        job.finished.set()
+        self.listener(event)
+
+
+def prompt_ids(
+    tokenizer,
+    *,
+    prompt: str | None,
+    messages: Sequence[Mapping[str, str]] | None,
+    system: str | None,
+    emit: Callable[[Any], None],
+) -> list[int]:
+    """The token ids to decode from: a chat through the template (its note, if any, emitted first) or a prompt."""
+    if messages is not None:
+        from smoltui.engine.chat import chat_prompt
+
+        chat = chat_prompt(tokenizer, messages, system=system)
+        if chat.note:
+            emit(chat)
+        return chat.ids
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def schema_constraint(schema: dict | str | Path, tokenizer, model):
+    """The structured-output constraint for a JSON schema (a dict, JSON text, or a file)."""
+    from smoltui.engine.structured import JsonSchemaConstraint
+
+    vocab = model.get_input_embeddings().num_embeddings
+    if isinstance(schema, Path):
+        return JsonSchemaConstraint.from_file(schema, tokenizer, vocab_size=vocab)
+    return JsonSchemaConstraint(schema, tokenizer, vocab_size=vocab)

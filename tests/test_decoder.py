@@ -339,7 +339,9 @@ def test_a_constraint_forces_tokens_and_masks_the_rest(capture_hidden, models, t
     allowed = tokenizer(" the lazy dog")["input_ids"]
     constraint = SpellThenChoose(spelled, allowed, free=3, vocab_size=model.config.vocab_size)
 
-    tokens, finished = run(model, tokenizer, ids, max_new_tokens=20, constraint=constraint, capture_hidden=capture_hidden)
+    tokens, finished = run(
+        model, tokenizer, ids, max_new_tokens=20, constraint=constraint, capture_hidden=capture_hidden
+    )
 
     assert [t.token_id for t in tokens[: len(spelled)]] == spelled
     assert all(t.forced and t.top_sampled[0].probability == 1.0 for t in tokens[: len(spelled)])

@@ -82,6 +82,38 @@ def test_model_own_forward_gives_the_same_tokens_as_the_fast_one(family, models,
     assert [t.probability for t in fast_tokens] == pytest.approx([t.probability for t in own_tokens], abs=1e-5)
 
 
+def test_greedy_settings_give_the_greedy_tokens(models, tokenizer):
+    from smoltui.engine.samplers import PRESETS
+
+    plain, _ = run(models("llama"), tokenizer, max_new_tokens=12)
+    preset, finished = run(models("llama"), tokenizer, max_new_tokens=12, sampling=PRESETS["greedy"], seed=5)
+    assert [t.token_id for t in preset] == [t.token_id for t in plain]
+    assert finished.seed is None  # nothing was drawn
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_sampling_with_a_seed_is_reproducible(family, models, tokenizer):
+    from smoltui.engine.samplers import SamplerSettings
+
+    model = models(family)
+    settings = SamplerSettings(temperature=1.5, top_k=8)
+
+    first, finished = run(model, tokenizer, max_new_tokens=16, sampling=settings, seed=7)
+    again, _ = run(model, tokenizer, max_new_tokens=16, sampling=settings, seed=7)
+    other, _ = run(model, tokenizer, max_new_tokens=16, sampling=settings, seed=8)
+    drawn, unseeded = run(model, tokenizer, max_new_tokens=16, sampling=settings)
+    replayed, _ = run(model, tokenizer, max_new_tokens=16, sampling=settings, seed=unseeded.seed)
+
+    ids = [t.token_id for t in first]
+    assert finished.seed == 7 and [t.token_id for t in again] == ids
+    assert [t.token_id for t in other] != ids
+    assert unseeded.seed is not None and [t.token_id for t in replayed] == [t.token_id for t in drawn]
+    for token in first:  # the samplers' view: at most top-k tokens, renormalised, the drawn one among them
+        assert 1 <= len(token.top_sampled) <= 8
+        assert token.token_id in {choice.token_id for choice in token.top_sampled}
+        assert sum(choice.probability for choice in token.top_sampled) == pytest.approx(1.0, abs=1e-4)
+
+
 # -- cached forwards against a full recompute --------------------------------------------------------------
 
 

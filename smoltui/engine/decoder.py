@@ -11,6 +11,7 @@ caller's code between events (and the generator may be resumed from another thre
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
-    from smoltui.engine.samplers import SamplerSettings
+    from smoltui.engine.sampler_settings import SamplerSettings
 
 __all__ = [
     "DecodeConstraint",
@@ -150,7 +151,7 @@ def decode(
         sampling=sampling,
         seed=seed,
         stop_strings=tuple(stop_strings),
-        eos=frozenset(eos_token_ids(model, tokenizer)) if stop_at_eos else frozenset(),
+        eos=frozenset(eos_token_ids(model, tokenizer) if stop_at_eos else ()),
         top_n=top_n,
         constraint=constraint,
         stop_requested=_stop_check(should_stop),
@@ -178,7 +179,7 @@ def _decode(
     device = next(model.parameters()).device
     texts = TokenTexts(tokenizer)
     detokenizer = IncrementalDetokenizer(tokenizer, prompt)
-    chooser = _Chooser(model, texts, sampling, seed, eos, prompt, max_new_tokens)
+    chooser = _Chooser(model, texts, sampling, seed, eos_token_ids(model, tokenizer), prompt, max_new_tokens)
 
     started = time.perf_counter()
     with torch.inference_mode():
@@ -324,22 +325,24 @@ class IncrementalDetokenizer:
 class _Chooser:
     """Picks the next token: argmax without samplers, else the samplers' chain with a seeded generator."""
 
-    def __init__(self, model, texts: TokenTexts, sampling, seed, eos, prompt, max_new_tokens) -> None:
+    def __init__(self, model, texts: TokenTexts, sampling, seed, eos_ids, prompt, max_new_tokens) -> None:
         import torch
 
         self.chain = None
         self.seed = None
         self.generator = None
-        self.history = torch.empty(len(prompt) + max_new_tokens, dtype=torch.int64)  # (prompt + new,)
+        device = model.device
+        self.history = torch.empty(len(prompt) + max_new_tokens, dtype=torch.int64, device=device)  # (prompt + new,)
         self.history[: len(prompt)] = torch.tensor(prompt, dtype=torch.int64)
         self.length = len(prompt)
         if sampling is not None:
             from smoltui.engine.samplers import SamplerChain
 
             vocab_size = model.get_output_embeddings().weight.shape[0]
-            self.chain = SamplerChain(sampling, vocab_size=vocab_size, eos_token_ids=tuple(eos), decode_token=texts.get)
-            self.seed = seed if seed is not None else int(torch.randint(0, 2**62, ()).item())
-            self.generator = torch.Generator().manual_seed(self.seed)
+            self.chain = SamplerChain(sampling, vocab_size=vocab_size, eos_token_ids=eos_ids, decode_token=texts.get)
+            if not sampling.greedy:
+                self.seed = seed if seed is not None else secrets.randbits(62)
+                self.generator = torch.Generator(device=device).manual_seed(self.seed)
 
     def choose(self, logits: torch.Tensor, allowed) -> tuple[int, torch.Tensor | None]:
         """The chosen id, and the logits it was drawn from when they differ from the raw ones (else None)."""
@@ -348,7 +351,8 @@ class _Chooser:
         processed = None if allowed is None else _mask(logits, allowed)
         if self.chain is None:
             return int(torch.argmax(logits if processed is None else processed)), processed
-        processed = self.chain.process(self.history[: self.length], logits if processed is None else processed)
+        history = self.history[: self.length]
+        processed = self.chain.process(history, logits if processed is None else processed, generator=self.generator)
         return int(self.chain.choose(processed, self.generator)), processed
 
     def observe(self, token_id: int) -> None:

@@ -239,6 +239,21 @@ def test_incremental_detokenizer_keeps_the_spaces_of_sentencepiece_style_tokeniz
     assert "".join(detokenizer.push(token) for token in ids[1:]) == " cat sat on the mat"
 
 
+@pytest.mark.parametrize("size", [49152, 1000, 301, 30])
+def test_two_pass_top_k_and_first_argmax_agree_with_torch(size):
+    from smoltui.engine.token_stats import count_above, first_argmax, top_k
+
+    torch.manual_seed(size)
+    values = torch.randn(size)
+    values[size // 3] = values[size // 2] = values.max() + 1  # a tie at the top: the first index wins
+    top_values, top_indices = top_k(values, 20)
+    expected_values, expected_indices = torch.topk(values, min(20, size))
+    assert torch.equal(top_values, expected_values)
+    assert set(top_indices.tolist()) == set(expected_indices.tolist())
+    assert first_argmax(values) == int(torch.argmax(values)) == size // 3
+    assert count_above(values, 5) == int((values > values[5]).sum())
+
+
 # -- when it stops -----------------------------------------------------------------------------------------
 
 

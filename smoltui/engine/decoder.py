@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from smoltui.engine.cached_forward import open_cached_forward
 from smoltui.engine.errors import UserError
-from smoltui.engine.token_stats import TokenChoice, TokenTexts, distribution_stats, top_choices
+from smoltui.engine.token_stats import (
+    TokenChoice,
+    TokenTexts,
+    distribution_stats,
+    first_argmax,
+    text_decoder,
+    top_choices,
+)
 
 if TYPE_CHECKING:
     import threading
@@ -302,24 +309,21 @@ class IncrementalDetokenizer:
     CONTEXT = 4  # prompt tokens decoded before the first new one, for the tokenizers that need a left neighbour
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt: Sequence[int] = ()) -> None:
-        self.tokenizer = tokenizer
+        self.decode = text_decoder(tokenizer)
         self.ids = list(prompt[-self.CONTEXT :])
         self.prefix_start = 0
         self.read_start = len(self.ids)
 
     def push(self, token_id: int) -> str:
         self.ids.append(token_id)
-        before = self._text(self.ids[self.prefix_start : self.read_start])
-        after = self._text(self.ids[self.prefix_start :])
+        before = self.decode(self.ids[self.prefix_start : self.read_start])
+        after = self.decode(self.ids[self.prefix_start :])
         # A character has at most 4 bytes: 4 waiting tokens that still end mid-character are broken bytes
         # (a model can emit any), shown as they are rather than holding back the text for ever.
         if after.endswith("\ufffd") and len(self.ids) - self.read_start < 4:
             return ""
         self.prefix_start, self.read_start = self.read_start, len(self.ids)
         return after[len(before) :]
-
-    def _text(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 class _Chooser:
@@ -346,11 +350,10 @@ class _Chooser:
 
     def choose(self, logits: torch.Tensor, allowed) -> tuple[int, torch.Tensor | None]:
         """The chosen id, and the logits it was drawn from when they differ from the raw ones (else None)."""
-        import torch
 
         processed = None if allowed is None else _mask(logits, allowed)
         if self.chain is None:
-            return int(torch.argmax(logits if processed is None else processed)), processed
+            return first_argmax(logits if processed is None else processed), processed
         history = self.history[: self.length]
         processed = self.chain.process(history, logits if processed is None else processed, generator=self.generator)
         return int(self.chain.choose(processed, self.generator)), processed

@@ -80,28 +80,30 @@ def _has_hooks(model: nn.Module) -> bool:
     return False
 
 
+# Merged copies of the q/k/v and gate/up weights save two matmul calls in three: worth it where each call has
+# a fixed cost that dwarfs a small matrix (oneDNN's bf16/fp16 kernels on the CPU: ~14 us a call), not for
+# MKL's fp32 (measured: no gain). They are copies, rebuilt at every decode so weight edits are always seen,
+# and only made while they stay under this size.
+MERGE_LIMIT_BYTES = 512 * 1024 * 1024
+
+
 @dataclass
 class _Layer:
-    """One block's tensors, all the model's own (no copies)."""
+    """One block's tensors: the model's own, as transposed views (so each projection is one mm/addmm call),
+    or merged copies where `MERGE_LIMIT_BYTES` allows and the dtype gains from them."""
 
     input_norm: torch.Tensor  # (hidden,)
-    q_weight: torch.Tensor  # (heads * head_dim, hidden)
-    q_bias: torch.Tensor | None
-    k_weight: torch.Tensor  # (kv_heads * head_dim, hidden)
-    k_bias: torch.Tensor | None
-    v_weight: torch.Tensor
-    v_bias: torch.Tensor | None
-    o_weight: torch.Tensor  # (hidden, heads * head_dim)
+    input_norm_scaled: torch.Tensor  # (hidden,) float32: the weight times sqrt(hidden), for `_rms_norm_one`
+    qkv: list[tuple[torch.Tensor, torch.Tensor | None]]  # [(weight.T, bias)]: one merged, or q, k, v
+    o_weight: torch.Tensor  # (heads * head_dim, hidden), transposed view
     o_bias: torch.Tensor | None
     q_norm: torch.Tensor | None  # (head_dim,) Qwen3's per-head norm
     k_norm: torch.Tensor | None
     uses_rope: bool  # SmolLM3 leaves RoPE out of some layers
     post_norm: torch.Tensor  # (hidden,)
-    gate_weight: torch.Tensor  # (intermediate, hidden)
-    gate_bias: torch.Tensor | None
-    up_weight: torch.Tensor
-    up_bias: torch.Tensor | None
-    down_weight: torch.Tensor  # (hidden, intermediate)
+    post_norm_scaled: torch.Tensor  # (hidden,) float32
+    gate_up: list[tuple[torch.Tensor, torch.Tensor | None]]  # [(weight.T, bias)]: one merged, or gate, up
+    down_weight: torch.Tensor  # (intermediate, hidden), transposed view
     down_bias: torch.Tensor | None
 
 
@@ -122,25 +124,34 @@ class LlamaCachedForward(CachedForward):
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = attention.head_dim
-        self.scaling = attention.scaling
         self.eps = parts.final_norm.variance_epsilon
+        self.hidden_shape = (weight.shape[1],)
         self.embedding = weight  # (vocab, hidden)
         self.final_norm = parts.final_norm.weight
-        self.head_weight = parts.lm_head.weight  # (vocab, hidden)
+        self.head_weight = parts.lm_head.weight.t()  # (hidden, vocab)
         self.head_bias = parts.lm_head.bias
-        self.layers = [_layer(block, attn) for block, attn in zip(parts.blocks, parts.attentions, strict=True)]
+        # One query against the cache: two bmm calls beat SDPA's set-up in fp32, SDPA beats oneDNN's 16-bit bmm.
+        self.plain_attention = weight.dtype == torch.float32
+        merge = _merge_pays(model, weight)
+        self.layers = [_layer(block, attn, merge) for block, attn in zip(parts.blocks, parts.attentions, strict=True)]
         cache_shape = (len(self.layers), self.kv_heads, capacity, self.head_dim)
         self.keys = torch.empty(cache_shape, dtype=weight.dtype, device=weight.device)
         self.values = torch.empty(cache_shape, dtype=weight.dtype, device=weight.device)
-        self.cos, self.sin = _rope_table(parts.base_model.rotary_emb, capacity, weight)  # (capacity, head_dim)
-        hidden_size = weight.shape[1]
+        self.layer_keys, self.layer_values = list(self.keys), list(self.values)  # (kv_heads, capacity, head_dim)
+        # (capacity, head_dim) each; the query's copies carry the attention scale, so scores need no multiply.
+        self.cos, self.sin = _rope_table(parts.base_model.rotary_emb, capacity, weight)
+        self.q_cos, self.q_sin = self.cos * attention.scaling, self.sin * attention.scaling
+        self.scaling = attention.scaling
         self.hidden = (
-            torch.empty(len(self.layers) + 1, hidden_size, dtype=weight.dtype, device=weight.device)
+            torch.empty(len(self.layers) + 1, weight.shape[1], dtype=weight.dtype, device=weight.device)
             if capture_hidden
             else None
         )
 
     def __call__(self, token_ids: torch.Tensor, *, all_logits: bool = False) -> torch.Tensor:
+        import torch
+        import torch.nn.functional as F
+
         count = token_ids.shape[0]
         start = self.length
         if start + count > self.capacity:
@@ -153,55 +164,54 @@ class LlamaCachedForward(CachedForward):
         self.length = start + count
         if not all_logits:
             x = x[-1:]
-        return _linear(_rms_norm(x, self.final_norm, self.eps), self.head_weight, self.head_bias)  # (T|1, vocab)
+        h = F.rms_norm(x, self.hidden_shape, self.final_norm, self.eps)
+        return _project(torch, h, self.head_weight, self.head_bias)  # (T|1, vocab)
 
     def close(self) -> None:
-        self.keys = self.values = self.hidden = None
+        self.keys = self.values = self.hidden = self.layers = self.layer_keys = self.layer_values = None
 
     def _decode_layers(self, x: torch.Tensor, position: int) -> torch.Tensor:
         """One new token: its query attends to every cached key, so no mask is needed."""
         import torch
         import torch.nn.functional as F
 
-        eps, heads, kv_heads, head_dim = self.eps, self.heads, self.kv_heads, self.head_dim
-        group = heads // kv_heads
-        cos, sin = self.cos[position], self.sin[position]  # (head_dim,)
-        end = position + 1
+        eps, shape, heads, kv_heads, head_dim = self.eps, self.hidden_shape, self.heads, self.kv_heads, self.head_dim
+        group, half, end = heads // kv_heads, head_dim // 2, position + 1
+        cos, sin, q_cos, q_sin = self.cos[position], self.sin[position], self.q_cos[position], self.q_sin[position]
+        norm_eps = shape[0] * eps
         hidden = self.hidden
         if hidden is not None:
             hidden[0].copy_(x[0])
-        for index, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (x.shape[-1],), layer.input_norm, eps)  # (1, hidden)
-            q = F.linear(h, layer.q_weight, layer.q_bias).view(kv_heads, group, head_dim)
-            k = F.linear(h, layer.k_weight, layer.k_bias).view(kv_heads, head_dim)
-            v = F.linear(h, layer.v_weight, layer.v_bias).view(kv_heads, head_dim)
+        for index, (layer, keys, values) in enumerate(
+            zip(self.layers, self.layer_keys, self.layer_values, strict=True)
+        ):
+            h = _rms_norm_one(torch, x, layer.input_norm_scaled, norm_eps)  # (1, hidden)
+            q, k, v = _split_qkv(torch, h, layer.qkv, heads * head_dim, kv_heads * head_dim)
+            q, k, v = q.view(kv_heads, group, head_dim), k.view(kv_heads, head_dim), v.view(kv_heads, head_dim)
             if layer.q_norm is not None:
                 q = F.rms_norm(q, (head_dim,), layer.q_norm, eps)
                 k = F.rms_norm(k, (head_dim,), layer.k_norm, eps)
-            keys, values = self.keys[index], self.values[index]  # (kv_heads, capacity, head_dim)
             if layer.uses_rope:
-                q = torch.addcmul(q * cos, _rotate(q, head_dim), sin)
-                torch.addcmul(k * cos, _rotate(k, head_dim), sin, out=keys[:, position])
+                q = torch.addcmul(q * q_cos, torch.roll(q, half, -1), q_sin)  # scaled for the scores
+                torch.addcmul(k * cos, torch.roll(k, half, -1), sin, out=keys[:, position])
             else:
+                q = q * self.scaling
                 keys[:, position] = k
             values[:, position] = v
-            scores = torch.matmul(q, keys[:, :end].transpose(1, 2))  # (kv_heads, group, T)
-            weights = torch.softmax(scores.mul_(self.scaling), dim=-1, dtype=torch.float32).to(q.dtype)
-            attended = torch.matmul(weights, values[:, :end]).view(1, heads * head_dim)
-            x = (
-                torch.addmm(x, attended, layer.o_weight.t())
-                if layer.o_bias is None
-                else x + F.linear(attended, layer.o_weight, layer.o_bias)
-            )
-            h = F.rms_norm(x, (x.shape[-1],), layer.post_norm, eps)
-            gated = F.silu(F.linear(h, layer.gate_weight, layer.gate_bias)).mul_(
-                F.linear(h, layer.up_weight, layer.up_bias)
-            )  # (1, intermediate)
-            x = (
-                torch.addmm(x, gated, layer.down_weight.t())
-                if layer.down_bias is None
-                else x + F.linear(gated, layer.down_weight, layer.down_bias)
-            )
+            if self.plain_attention:
+                scores = torch.bmm(q, keys[:, :end].transpose(1, 2))  # (kv_heads, group, T)
+                attended = torch.bmm(torch.softmax(scores, -1), values[:, :end])  # (kv_heads, group, head_dim)
+            else:
+                attended = F.scaled_dot_product_attention(
+                    q.view(1, heads, 1, head_dim),
+                    keys[None, :, :end],
+                    values[None, :, :end],
+                    scale=1.0,
+                    enable_gqa=True,
+                )  # (1, heads, 1, head_dim)
+            x = _residual(torch, x, attended.view(1, heads * head_dim), layer.o_weight, layer.o_bias)
+            h = _rms_norm_one(torch, x, layer.post_norm_scaled, norm_eps)
+            x = _residual(torch, x, _gated(torch, F, h, layer.gate_up), layer.down_weight, layer.down_bias)
             if hidden is not None:
                 hidden[index + 1].copy_(x[0])
         return x
@@ -211,9 +221,10 @@ class LlamaCachedForward(CachedForward):
         import torch
         import torch.nn.functional as F
 
-        eps, heads, kv_heads, head_dim = self.eps, self.heads, self.kv_heads, self.head_dim
-        end = start + count
+        eps, shape, heads, kv_heads, head_dim = self.eps, self.hidden_shape, self.heads, self.kv_heads, self.head_dim
+        half, end = head_dim // 2, start + count
         cos, sin = self.cos[start:end, None], self.sin[start:end, None]  # (T, 1, head_dim)
+        q_cos, q_sin = self.q_cos[start:end, None], self.q_sin[start:end, None]
         # A chunk after cached positions needs an explicit mask: SDPA's is_causal aligns to the top-left corner.
         mask = None
         if start:
@@ -222,18 +233,22 @@ class LlamaCachedForward(CachedForward):
         hidden = self.hidden
         if hidden is not None:
             hidden[0].copy_(x[-1])
-        for index, layer in enumerate(self.layers):
-            h = F.rms_norm(x, (x.shape[-1],), layer.input_norm, eps)  # (T, hidden)
-            q = F.linear(h, layer.q_weight, layer.q_bias).view(count, heads, head_dim)
-            k = F.linear(h, layer.k_weight, layer.k_bias).view(count, kv_heads, head_dim)
-            v = F.linear(h, layer.v_weight, layer.v_bias).view(count, kv_heads, head_dim)
+        for index, (layer, keys, values) in enumerate(
+            zip(self.layers, self.layer_keys, self.layer_values, strict=True)
+        ):
+            h = F.rms_norm(x, shape, layer.input_norm, eps)  # (T, hidden)
+            q, k, v = _split_qkv(torch, h, layer.qkv, heads * head_dim, kv_heads * head_dim)
+            q = q.reshape(count, heads, head_dim)
+            k = k.reshape(count, kv_heads, head_dim)
+            v = v.reshape(count, kv_heads, head_dim)
             if layer.q_norm is not None:
                 q = F.rms_norm(q, (head_dim,), layer.q_norm, eps)
                 k = F.rms_norm(k, (head_dim,), layer.k_norm, eps)
             if layer.uses_rope:
-                q = torch.addcmul(q * cos, _rotate(q, head_dim), sin)
-                k = torch.addcmul(k * cos, _rotate(k, head_dim), sin)
-            keys, values = self.keys[index], self.values[index]  # (kv_heads, capacity, head_dim)
+                q = torch.addcmul(q * q_cos, torch.roll(q, half, -1), q_sin)
+                k = torch.addcmul(k * cos, torch.roll(k, half, -1), sin)
+            else:
+                q = q * self.scaling
             keys[:, start:end] = k.transpose(0, 1)
             values[:, start:end] = v.transpose(0, 1)
             attended = F.scaled_dot_product_attention(
@@ -242,46 +257,105 @@ class LlamaCachedForward(CachedForward):
                 values[None, :, :end],
                 attn_mask=mask,
                 is_causal=mask is None,
-                scale=self.scaling,
+                scale=1.0,
                 enable_gqa=heads != kv_heads,
             )  # (1, heads, T, head_dim)
             attended = attended[0].transpose(0, 1).reshape(count, heads * head_dim)
-            x = x + F.linear(attended, layer.o_weight, layer.o_bias)
-            h = F.rms_norm(x, (x.shape[-1],), layer.post_norm, eps)
-            gated = F.silu(F.linear(h, layer.gate_weight, layer.gate_bias)) * F.linear(
-                h, layer.up_weight, layer.up_bias
-            )
-            x = x + F.linear(gated, layer.down_weight, layer.down_bias)
+            x = _residual(torch, x, attended, layer.o_weight, layer.o_bias)
+            h = F.rms_norm(x, shape, layer.post_norm, eps)
+            x = _residual(torch, x, _gated(torch, F, h, layer.gate_up), layer.down_weight, layer.down_bias)
             if hidden is not None:
                 hidden[index + 1].copy_(x[-1])
         return x
 
 
-def _layer(block: nn.Module, attention: nn.Module) -> _Layer:
+def _rms_norm_one(torch, x: torch.Tensor, weight_scaled: torch.Tensor, norm_eps: float) -> torch.Tensor:
+    """RMSNorm of one row (1, hidden) in five calls where F.rms_norm makes about nine (measured: ~1 ms a step).
+
+    x / sqrt(mean(x²) + eps) * w = x / sqrt(x·x + hidden·eps) * (w·sqrt(hidden)); x·x is one matmul call.
+    """
+    return torch.mul(x, torch.mm(x, x.t()).add_(norm_eps).rsqrt_()).mul_(weight_scaled)
+
+
+def _project(torch, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x @ weight_t (+ bias) in one call; `torch` is passed in so the per-token path does no import lookups."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
+def _residual(torch, x: torch.Tensor, y: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None):
+    """x + y @ weight_t (+ bias): the residual add inside the matmul call."""
+    out = torch.addmm(x, y, weight_t)
+    return out if bias is None else out.add_(bias)
+
+
+def _split_qkv(torch, h: torch.Tensor, qkv: list, q_size: int, kv_size: int):
+    if len(qkv) == 3:
+        return [_project(torch, h, weight_t, bias) for weight_t, bias in qkv]
+    merged = _project(torch, h, *qkv[0])  # (T, q + 2 kv)
+    return merged[:, :q_size], merged[:, q_size : q_size + kv_size], merged[:, q_size + kv_size :]
+
+
+def _gated(torch, F, h: torch.Tensor, gate_up: list) -> torch.Tensor:
+    """silu(gate(h)) * up(h), (T, intermediate)."""
+    if len(gate_up) == 2:
+        return F.silu(_project(torch, h, *gate_up[0])).mul_(_project(torch, h, *gate_up[1]))
+    merged = _project(torch, h, *gate_up[0])  # (T, 2 intermediate)
+    size = merged.shape[-1] // 2
+    return F.silu(merged[:, :size]).mul_(merged[:, size:])
+
+
+def _merge_pays(model: nn.Module, weight: torch.Tensor) -> bool:
+    import torch
+
+    if weight.device.type == "cpu" and weight.dtype == torch.float32:
+        return False
+    parts = model_parts(model)
+    merged = 0
+    for block, attention in zip(parts.blocks, parts.attentions, strict=True):
+        merged += sum(getattr(attention, name).weight.nbytes for name in ("q_proj", "k_proj", "v_proj"))
+        merged += block.mlp.gate_proj.weight.nbytes + block.mlp.up_proj.weight.nbytes
+    return merged <= MERGE_LIMIT_BYTES
+
+
+def _layer(block: nn.Module, attention: nn.Module, merge: bool) -> _Layer:
     mlp = block.mlp
     q_norm = getattr(attention, "q_norm", None)
     k_norm = getattr(attention, "k_norm", None)
+    qkv = [attention.q_proj, attention.k_proj, attention.v_proj]
+    gate_up = [mlp.gate_proj, mlp.up_proj]
     return _Layer(
         input_norm=block.input_layernorm.weight,
-        q_weight=attention.q_proj.weight,
-        q_bias=attention.q_proj.bias,
-        k_weight=attention.k_proj.weight,
-        k_bias=attention.k_proj.bias,
-        v_weight=attention.v_proj.weight,
-        v_bias=attention.v_proj.bias,
-        o_weight=attention.o_proj.weight,
+        input_norm_scaled=_scaled_norm(block.input_layernorm.weight),
+        qkv=_merged(qkv) if merge else [(linear.weight.t(), linear.bias) for linear in qkv],
+        o_weight=attention.o_proj.weight.t(),
         o_bias=attention.o_proj.bias,
         q_norm=q_norm.weight if q_norm is not None else None,
         k_norm=k_norm.weight if k_norm is not None else None,
         uses_rope=bool(getattr(attention, "use_rope", True)),
         post_norm=block.post_attention_layernorm.weight,
-        gate_weight=mlp.gate_proj.weight,
-        gate_bias=mlp.gate_proj.bias,
-        up_weight=mlp.up_proj.weight,
-        up_bias=mlp.up_proj.bias,
-        down_weight=mlp.down_proj.weight,
+        post_norm_scaled=_scaled_norm(block.post_attention_layernorm.weight),
+        gate_up=_merged(gate_up) if merge else [(linear.weight.t(), linear.bias) for linear in gate_up],
+        down_weight=mlp.down_proj.weight.t(),
         down_bias=mlp.down_proj.bias,
     )
+
+
+def _scaled_norm(weight: torch.Tensor) -> torch.Tensor:
+    return weight.float() * weight.shape[0] ** 0.5
+
+
+def _merged(linears: list) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """One (weight.T, bias) for several linears that read the same input: their outputs side by side."""
+    import torch
+
+    weight = torch.cat([linear.weight for linear in linears]).t()  # (in, sum of outs)
+    if all(linear.bias is None for linear in linears):
+        return [(weight, None)]
+    biases = [
+        linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.weight.shape[0])
+        for linear in linears
+    ]
+    return [(weight, torch.cat(biases))]
 
 
 def _rope_table(rotary: nn.Module, capacity: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,21 +372,3 @@ def _rope_table(rotary: nn.Module, capacity: int, like: torch.Tensor) -> tuple[t
     cos, sin = cos[0].contiguous(), sin[0].clone()
     sin[:, : sin.shape[-1] // 2].neg_()
     return cos, sin
-
-
-def _rotate(x: torch.Tensor, head_dim: int) -> torch.Tensor:
-    import torch
-
-    return torch.roll(x, head_dim // 2, dims=-1)
-
-
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    return F.rms_norm(x, (x.shape[-1],), weight, eps)
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    return F.linear(x, weight, bias)

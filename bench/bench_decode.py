@@ -110,6 +110,11 @@ def weight_bytes(model) -> int:
     return sum(unique.values())
 
 
+def _agreement(tokens: list[int], reference: list[int]) -> str:
+    differ = next((i for i, (a, b) in enumerate(zip(tokens, reference, strict=True)) if a != b), None)
+    return "same tokens" if differ is None else f"same tokens up to #{differ}"
+
+
 def _timed(function: Callable[[], object]) -> float:
     started = time.perf_counter()
     function()
@@ -148,7 +153,7 @@ def bench_dtype(folder: Path, dtype_name: str, new_tokens: int, repeats: int) ->
     reference = rate["generate"]
     print(f"\n{dtype_name}: {new_tokens} new tokens after a {len(ids)}-token chat prompt, median of {repeats}")
     for name, value in rate.items():
-        same = "same tokens" if tokens[name] == tokens["generate"] else "DIFFERENT tokens"
+        same = _agreement(tokens[name], tokens["generate"])
         print(
             f"  {name:22s} {value:6.1f} tokens/s  {value / reference:5.2f}x generate  "
             f"{value / bound_bw:4.0%} of bandwidth bound  {value / bound_mm:4.0%} of matmul-only  {same}"

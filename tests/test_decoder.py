@@ -20,7 +20,8 @@ from smoltui.engine.decoder import (
     decode,
 )
 from smoltui.engine.errors import UserError
-from smoltui.engine.llama_forward import LlamaCachedForward, fast_path_obstacle
+from smoltui.engine.llama_forward import LlamaCachedForward
+from smoltui.engine.llama_weights import fast_path_obstacle
 from smoltui.engine.tokenizers import char_tokenizer
 
 PROMPT = "The quick brown fox"
@@ -150,6 +151,33 @@ def test_fast_step_reads_every_layer_like_the_model(family, models):
     for hidden in (fast.hidden, generic_hidden):
         torch.testing.assert_close(hidden[:-1], torch.stack([h[0, -1] for h in reference[:-1]]), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(model.model.norm(hidden[-1]), reference[-1][0, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "smollm3"])
+def test_fast_step_without_merged_copies_and_in_bf16(family, models, tmp_path, monkeypatch):
+    """Big models keep their own q/k/v weights (no merged copy); 16-bit ones merge gate/up and use SDPA."""
+    from smoltui.engine import llama_weights
+
+    model = models(family)
+    torch.manual_seed(3)
+    ids = torch.randint(1, model.config.vocab_size, (20,))
+    with torch.inference_mode():
+        full = model(input_ids=ids[None]).logits[0]  # (20, vocab)
+        monkeypatch.setattr(llama_weights, "MERGE_LIMIT_BYTES", 0)
+        unmerged = LlamaCachedForward(model, 20)
+        assert len(unmerged.layers[0].qkv) == 3 and len(unmerged.layers[0].gate_up) == 2
+        steps = [unmerged(ids[:10], all_logits=True)] + [unmerged(ids[i : i + 1]) for i in range(10, 20)]
+        torch.testing.assert_close(torch.cat(steps), full, atol=2e-5, rtol=1e-5)
+        monkeypatch.undo()
+
+        half_model = tiny_lm(family, tmp_path / "bf16").to(torch.bfloat16)
+        half = LlamaCachedForward(half_model, 20)
+        assert len(half.layers[0].qkv) == 1 and len(half.layers[0].gate_up) == 1
+        steps = torch.cat([half(ids[:10], all_logits=True)] + [half(ids[i : i + 1]) for i in range(10, 20)]).float()
+        reference = half_model(input_ids=ids[None]).logits[0].float()
+    # bf16 keeps ~3 significant digits; the two forwards round in different places.
+    torch.testing.assert_close(steps, reference, atol=0.15, rtol=0.05)
+    assert (steps.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
 
 
 def test_fast_path_stands_aside_where_it_would_differ(models):

@@ -99,7 +99,8 @@ def open_cached_forward(
 
     `fast=False` always takes the model's own forward (the reference the fast step is tested against).
     """
-    from smoltui.engine.llama_forward import LlamaCachedForward, fast_path_obstacle
+    from smoltui.engine.llama_forward import LlamaCachedForward
+    from smoltui.engine.llama_weights import fast_path_obstacle
 
     if fast and fast_path_obstacle(model, capacity) is None:
         return LlamaCachedForward(model, capacity, capture_hidden=capture_hidden)

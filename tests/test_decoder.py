@@ -180,6 +180,25 @@ def test_fast_step_without_merged_copies_and_in_bf16(family, models, tmp_path, m
     assert (steps.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
 
 
+@pytest.mark.parametrize("family", FAST_FAMILIES)
+def test_the_scripted_decode_step_is_the_python_one(family, models):
+    from smoltui.engine.llama_forward import scripted_decode_layers
+
+    assert scripted_decode_layers() is not None  # TorchScript still compiles it on this torch
+    model = models(family)
+    torch.manual_seed(4)
+    ids = torch.randint(1, model.config.vocab_size, (16,))
+    with torch.inference_mode():
+        scripted = LlamaCachedForward(model, 16, capture_hidden=True)
+        plain = LlamaCachedForward(model, 16, capture_hidden=True, script=False)
+        assert scripted.decode_layers is not plain.decode_layers
+        for forward in (scripted, plain):
+            forward(ids[:8])
+        for i in range(8, 16):
+            assert torch.equal(scripted(ids[i : i + 1]), plain(ids[i : i + 1]))
+            assert torch.equal(scripted.hidden, plain.hidden)
+
+
 def test_fast_path_stands_aside_where_it_would_differ(models):
     llama = models("llama")
     assert fast_path_obstacle(llama, 64) is None

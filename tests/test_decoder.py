@@ -9,19 +9,10 @@ import weakref
 import pytest
 import torch
 import transformers
-from tiny_lms import FAMILIES, FAST_FAMILIES, bpe_tokenizer, tiny_lm
+from tiny_lms import FAMILIES, FAST_FAMILIES, TinyModels, bpe_tokenizer, tiny_lm
 
-from smoltui.engine.cached_forward import HFCachedForward, open_cached_forward
-from smoltui.engine.decoder import (
-    DecodeFinished,
-    IncrementalDetokenizer,
-    PromptTruncated,
-    TokenGenerated,
-    decode,
-)
+from smoltui.engine.decoder import DecodeFinished, PromptTruncated, TokenGenerated, decode
 from smoltui.engine.errors import UserError
-from smoltui.engine.llama_forward import LlamaCachedForward
-from smoltui.engine.llama_weights import fast_path_obstacle
 from smoltui.engine.tokenizers import char_tokenizer
 
 PROMPT = "The quick brown fox"
@@ -34,15 +25,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """One tiny model per family, built on first use."""
-    built = {}
-
-    def get(family: str):
-        if family not in built:
-            built[family] = tiny_lm(family, tmp_path_factory.mktemp(family))
-        return built[family]
-
-    return get
+    return TinyModels(tmp_path_factory)
 
 
 def run(model, tokenizer, prompt=PROMPT, **options) -> tuple[list[TokenGenerated], DecodeFinished]:
@@ -115,111 +98,6 @@ def test_sampling_with_a_seed_is_reproducible(family, models, tokenizer):
         assert sum(choice.probability for choice in token.top_sampled) == pytest.approx(1.0, abs=1e-4)
 
 
-# -- cached forwards against a full recompute --------------------------------------------------------------
-
-
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_cached_logits_equal_a_full_recompute(family, models):
-    model = models(family)
-    torch.manual_seed(1)
-    ids = torch.randint(1, model.config.vocab_size, (30,))
-    with torch.inference_mode():
-        full = model(input_ids=ids[None]).logits[0]  # (30, vocab)
-        forward = open_cached_forward(model, 30)
-        steps = [forward(ids[:12], all_logits=True)]  # a prompt
-        steps.append(forward(ids[12:17], all_logits=True))  # a chunk after cached positions (forced tokens)
-        steps += [forward(ids[i : i + 1]) for i in range(17, 30)]  # one token at a time
-    torch.testing.assert_close(torch.cat(steps), full, atol=2e-5, rtol=1e-5)
-    assert forward.length == 30
-
-
-@pytest.mark.parametrize("family", FAST_FAMILIES)
-def test_fast_step_reads_every_layer_like_the_model(family, models):
-    """Residual stream per layer: embeddings, then each block's output; the last one normed is HF's last."""
-    model = models(family)
-    torch.manual_seed(2)
-    ids = torch.randint(1, model.config.vocab_size, (9,))
-    with torch.inference_mode():
-        reference = model(input_ids=ids[None], output_hidden_states=True).hidden_states  # layers + 1 of (1, 9, H)
-        fast = LlamaCachedForward(model, 9, capture_hidden=True)
-        fast(ids[:8])
-        fast(ids[8:])
-        generic = HFCachedForward(model, 9, capture_hidden=True)
-        generic(ids)
-    generic_hidden = generic.hidden
-    generic.close()  # removes its hooks, which would otherwise keep the fast step off this model
-    for hidden in (fast.hidden, generic_hidden):
-        torch.testing.assert_close(hidden[:-1], torch.stack([h[0, -1] for h in reference[:-1]]), atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(model.model.norm(hidden[-1]), reference[-1][0, -1], atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "smollm3"])
-def test_fast_step_without_merged_copies_and_in_bf16(family, models, tmp_path, monkeypatch):
-    """Big models keep their own q/k/v weights (no merged copy); 16-bit ones merge gate/up and use SDPA."""
-    from smoltui.engine import llama_weights
-
-    model = models(family)
-    torch.manual_seed(3)
-    ids = torch.randint(1, model.config.vocab_size, (20,))
-    with torch.inference_mode():
-        full = model(input_ids=ids[None]).logits[0]  # (20, vocab)
-        monkeypatch.setattr(llama_weights, "MERGE_LIMIT_BYTES", 0)
-        unmerged = LlamaCachedForward(model, 20)
-        assert len(unmerged.layers[0].qkv) == 3 and len(unmerged.layers[0].gate_up) == 2
-        steps = [unmerged(ids[:10], all_logits=True)] + [unmerged(ids[i : i + 1]) for i in range(10, 20)]
-        torch.testing.assert_close(torch.cat(steps), full, atol=2e-5, rtol=1e-5)
-        monkeypatch.undo()
-
-        half_model = tiny_lm(family, tmp_path / "bf16").to(torch.bfloat16)
-        half = LlamaCachedForward(half_model, 20)
-        assert len(half.layers[0].qkv) == 1 and len(half.layers[0].gate_up) == 1
-        steps = torch.cat([half(ids[:10], all_logits=True)] + [half(ids[i : i + 1]) for i in range(10, 20)]).float()
-        reference = half_model(input_ids=ids[None]).logits[0].float()
-    # bf16 keeps ~3 significant digits; the two forwards round in different places.
-    torch.testing.assert_close(steps, reference, atol=0.15, rtol=0.05)
-    assert (steps.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
-
-
-@pytest.mark.parametrize("family", FAST_FAMILIES)
-def test_the_scripted_decode_step_is_the_python_one(family, models):
-    from smoltui.engine.llama_forward import scripted_decode_layers
-
-    assert scripted_decode_layers() is not None  # TorchScript still compiles it on this torch
-    model = models(family)
-    torch.manual_seed(4)
-    ids = torch.randint(1, model.config.vocab_size, (16,))
-    with torch.inference_mode():
-        scripted = LlamaCachedForward(model, 16, capture_hidden=True)
-        plain = LlamaCachedForward(model, 16, capture_hidden=True, script=False)
-        assert scripted.decode_layers is not plain.decode_layers
-        for forward in (scripted, plain):
-            forward(ids[:8])
-        for i in range(8, 16):
-            assert torch.equal(scripted(ids[i : i + 1]), plain(ids[i : i + 1]))
-            assert torch.equal(scripted.hidden, plain.hidden)
-
-
-def test_fast_path_stands_aside_where_it_would_differ(models):
-    llama = models("llama")
-    assert fast_path_obstacle(llama, 64) is None
-    assert "gpt2" in fast_path_obstacle(models("gpt2"), 64)
-
-    handle = llama.model.layers[1].register_forward_hook(lambda *_: None)
-    try:
-        assert fast_path_obstacle(llama, 64) == "hooks are registered on the model"
-        assert open_cached_forward(llama, 64).kind == "generic"
-    finally:
-        handle.remove()
-
-    mistral = models("mistral")
-    mistral.config.sliding_window = 16
-    try:
-        assert "sliding-window" in fast_path_obstacle(mistral, 64)
-        assert fast_path_obstacle(mistral, 16) is None
-    finally:
-        mistral.config.sliding_window = None
-
-
 # -- what each event says ------------------------------------------------------------------------------------
 
 
@@ -259,46 +137,6 @@ def test_text_pieces_join_into_the_decoded_text(models, tokenizer):
     ids = [token.token_id for token in tokens]
     assert "".join(token.text for token in tokens) == finished.text
     assert finished.text.replace("\ufffd", "") == tokenizer.decode(ids).replace("\ufffd", "")
-
-
-@pytest.mark.parametrize("text", ["Ünïcödé wörds, 日本語のテキスト and 🤖🚀 emoji.", "plain words  and\n\nnewlines"])
-def test_incremental_detokenizer_keeps_multibyte_characters_whole(text, tokenizer):
-    ids = tokenizer(text)["input_ids"]
-    assert any(tokenizer.decode([token]) == "\ufffd" for token in tokenizer("🤖日")["input_ids"])
-    detokenizer = IncrementalDetokenizer(tokenizer)
-    pieces = [detokenizer.push(token) for token in ids]
-    assert "".join(pieces) == text
-    assert not any("\ufffd" in piece for piece in pieces)
-
-
-def test_incremental_detokenizer_keeps_the_spaces_of_sentencepiece_style_tokenizers():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Metaspace()
-    backend.decoder = decoders.Metaspace()
-    backend.train_from_iterator(["the cat sat on the mat"] * 5, trainers.BpeTrainer(special_tokens=["<unk>"]))
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
-    ids = tokenizer("the cat sat on the mat")["input_ids"]
-    assert tokenizer.decode(ids[1:2]) != " " + tokenizer.decode(ids[1:2])  # alone, a token loses its space
-
-    detokenizer = IncrementalDetokenizer(tokenizer, ids[:1])
-    assert "".join(detokenizer.push(token) for token in ids[1:]) == " cat sat on the mat"
-
-
-@pytest.mark.parametrize("size", [49152, 1000, 301, 30])
-def test_two_pass_top_k_and_first_argmax_agree_with_torch(size):
-    from smoltui.engine.token_stats import count_above, first_argmax, top_k
-
-    torch.manual_seed(size)
-    values = torch.randn(size)
-    values[size // 3] = values[size // 2] = values.max() + 1  # a tie at the top: the first index wins
-    top_values, top_indices = top_k(values, 20)
-    expected_values, expected_indices = torch.topk(values, min(20, size))
-    assert torch.equal(top_values, expected_values)
-    assert set(top_indices.tolist()) == set(expected_indices.tolist())
-    assert first_argmax(values) == int(torch.argmax(values)) == size // 3
-    assert count_above(values, 5) == int((values > values[5]).sum())
 
 
 # -- when it stops -----------------------------------------------------------------------------------------

@@ -73,3 +73,16 @@ def tiny_lm(family: str, folder: Path, *, vocab_size: int | None = None, seed: i
                 parameter.normal_(0.0, 1.0)  # peaked next-token distributions, as a trained model has
     model.save_pretrained(folder)
     return transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+
+
+class TinyModels:
+    """One tiny model per family, built on first use into `folders` (a pytest tmp_path_factory)."""
+
+    def __init__(self, folders) -> None:
+        self.folders = folders
+        self.built: dict[str, object] = {}
+
+    def __call__(self, family: str):
+        if family not in self.built:
+            self.built[family] = tiny_lm(family, self.folders.mktemp(family))
+        return self.built[family]

@@ -14,19 +14,20 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 from smoltui.engine.cached_forward import open_cached_forward
-from smoltui.engine.errors import UserError
-from smoltui.engine.token_stats import (
-    TokenChoice,
-    TokenTexts,
-    distribution_stats,
-    first_argmax,
-    text_decoder,
-    top_choices,
+from smoltui.engine.decode_events import (
+    DecodeConstraint,
+    DecodeEvent,
+    DecodeFinished,
+    PromptTruncated,
+    StopReason,
+    TokenGenerated,
 )
+from smoltui.engine.errors import UserError
+from smoltui.engine.token_stats import TokenChoice, distribution_stats, first_argmax, top_choices
+from smoltui.engine.token_text import IncrementalDetokenizer, TokenTexts
 
 if TYPE_CHECKING:
     import threading
@@ -50,74 +51,7 @@ __all__ = [
     "eos_token_ids",
 ]
 
-StopReason = Literal["eos", "stop_string", "max_tokens", "context_full", "constraint", "cancelled"]
 DEFAULT_TOP_N = 20
-
-
-class DecodeConstraint(Protocol):
-    """What the decoder needs from a structured-output constraint (a grammar or JSON-schema matcher).
-
-    Before each token the decoder asks for `forced_tokens()`; when there are some, it emits them without
-    sampling (marked forced). Otherwise it keeps only the tokens where `allowed_tokens()` is True (a bool
-    array or tensor over the vocabulary, or None for all) and samples among them. Every emitted token, forced
-    or sampled, goes to `consume`. Decoding ends when `done` turns True.
-    """
-
-    @property
-    def done(self) -> bool: ...
-
-    def allowed_tokens(self): ...
-
-    def forced_tokens(self) -> Sequence[int]: ...
-
-    def consume(self, token_id: int) -> None: ...
-
-
-@dataclass(frozen=True)
-class PromptTruncated:
-    """The prompt did not fit the model's context with room to answer; only its most recent tokens were kept."""
-
-    kept_tokens: int
-    dropped_tokens: int
-    message: str  # one sentence for the user
-
-
-@dataclass(frozen=True)
-class TokenGenerated:
-    """One token and what the model thought of it when it was chosen."""
-
-    index: int  # 0 for the first new token
-    token_id: int
-    text: str  # what this token adds to the text: "" while a multi-byte character is still incomplete
-    probability: float  # under the model's raw distribution (before samplers and constraint)
-    rank: int  # in the raw distribution: 0 is the model's top choice
-    entropy: float  # of the raw distribution, in nats
-    top_raw: tuple[TokenChoice, ...]  # the top N of the raw distribution, most probable first
-    top_sampled: tuple[TokenChoice, ...]  # the top N after the constraint and samplers (what it was drawn from)
-    forced: bool  # emitted by the constraint without sampling
-    # With capture_hidden: the residual stream at the position whose logits chose this token, (layers + 1,
-    # hidden): the first block's input, then every block's output. Final norm and LM head on the last row give
-    # this token's raw logits.
-    hidden: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class DecodeFinished:
-    """The last event: why decoding stopped, the text, and how fast it went."""
-
-    stop_reason: StopReason
-    stop_string: str | None  # the stop string found, when stop_reason is "stop_string"
-    text: str  # the new text, without the EOS token or the stop string and what followed it
-    prompt_tokens: int  # after any truncation
-    new_tokens: int  # tokens yielded, forced ones included
-    prefill_s: float
-    decode_s: float  # time spent in the decoder after prefill (not the time the caller held each event)
-    tokens_per_s: float  # new tokens per second of decode_s
-    seed: int | None  # the sampling seed used (the one given, or the one drawn); None for greedy
-    forward: str  # "fast" (the hand-written Llama-family step) or "generic" (the model's own forward)
-
-
-DecodeEvent = PromptTruncated | TokenGenerated | DecodeFinished
 
 
 def decode(
@@ -295,35 +229,6 @@ def _top_sampled(token, forced, processed, texts, top_n):
     if forced:
         return (TokenChoice(token, texts.get(token), 1.0),)
     return None if processed is None else top_choices(processed, top_n, texts)
-
-
-class IncrementalDetokenizer:
-    """Text pieces for a growing list of token ids, right across multi-byte characters and BPE merges.
-
-    Decoding one id at a time breaks characters whose bytes span tokens and drops the spaces some tokenizers
-    attach when a token follows another. So each new token is decoded together with the few before it, and the
-    piece is what that adds to the text of those few alone; while the text ends in an incomplete character
-    (U+FFFD), the piece is empty and the bytes wait for the next token.
-    """
-
-    CONTEXT = 4  # prompt tokens decoded before the first new one, for the tokenizers that need a left neighbour
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt: Sequence[int] = ()) -> None:
-        self.decode = text_decoder(tokenizer)
-        self.ids = list(prompt[-self.CONTEXT :])
-        self.prefix_start = 0
-        self.read_start = len(self.ids)
-
-    def push(self, token_id: int) -> str:
-        self.ids.append(token_id)
-        before = self.decode(self.ids[self.prefix_start : self.read_start])
-        after = self.decode(self.ids[self.prefix_start :])
-        # A character has at most 4 bytes: 4 waiting tokens that still end mid-character are broken bytes
-        # (a model can emit any), shown as they are rather than holding back the text for ever.
-        if after.endswith("\ufffd") and len(self.ids) - self.read_start < 4:
-            return ""
-        self.prefix_start, self.read_start = self.read_start, len(self.ids)
-        return after[len(before) :]
 
 
 class _Chooser:

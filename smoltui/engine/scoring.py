@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from smoltui.engine.decoder import IncrementalDetokenizer, context_length
+from smoltui.engine.decoder import context_length
 from smoltui.engine.errors import UserError
+from smoltui.engine.token_text import IncrementalDetokenizer
 
 if TYPE_CHECKING:
     from torch import nn

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from smoltui.engine.token_text import TokenTexts
+
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -28,29 +28,6 @@ class DistributionStats:
     rank: int  # of the chosen token: how many tokens have a strictly higher logit (0 = the top choice)
     entropy: float  # nats
     top: tuple[TokenChoice, ...]
-
-
-class TokenTexts:
-    """Each token id's text on its own, decoded once per id and remembered."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.decode = text_decoder(tokenizer)
-        self._texts: dict[int, str] = {}
-
-    def get(self, token_id: int) -> str:
-        text = self._texts.get(token_id)
-        if text is None:
-            text = self._texts[token_id] = self.decode([token_id])
-        return text
-
-
-def text_decoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[list[int]], str]:
-    """ids → text with special tokens kept and no clean-up: the Rust backend's own decode where there is one
-    (the transformers wrapper costs ~8 us a call, and the decoder makes dozens a token)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return lambda ids: backend.decode(ids, skip_special_tokens=False)
-    return lambda ids: tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 def distribution_stats(logits: torch.Tensor, token_id: int, top_n: int, texts: TokenTexts) -> DistributionStats:

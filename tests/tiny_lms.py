@@ -39,6 +39,12 @@ FAMILIES = {
     "gemma2": {"head_dim": 8, "num_key_value_heads": 2},
     "gemma3_text": {"head_dim": 8, "num_key_value_heads": 2},
     "smollm3": {"num_key_value_heads": 2, "no_rope_layers": [1, 0]},
+    # Not pinned in the adapter's table: found by its generic search.
+    "falcon": {},
+    "olmo2": {"num_key_value_heads": 2},
+    "starcoder2": {"num_key_value_heads": 2},
+    "mpt": {"d_model": 32, "n_heads": 4, "n_layers": 2, "max_seq_len": 64},
+    "gptj": {"n_inner": 64, "rotary_dim": 4},
 }
 FAST_FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "smollm3")
 TRAINING_TEXT = (

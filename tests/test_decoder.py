@@ -127,8 +127,8 @@ def test_captured_hidden_states_give_the_event_s_logits(models, tokenizer):
         final_norm = model.model.norm if family == "llama" else model.transformer.ln_f
         for token in tokens:
             assert token.hidden.shape == (model.config.num_hidden_layers + 1, model.config.hidden_size)
-            with torch.inference_mode():
-                logits = model.lm_head(final_norm(token.hidden[-1]))
+            assert not token.hidden.is_inference()  # an ordinary tensor: usable with autograd on, too
+            logits = model.lm_head(final_norm(token.hidden[-1])).detach()
             assert float(torch.softmax(logits, -1)[token.token_id]) == pytest.approx(token.probability, abs=1e-5)
 
 

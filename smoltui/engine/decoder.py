@@ -137,9 +137,10 @@ def _decode(
             if stop_requested():
                 stop_reason = "cancelled"
                 break
+            # Cloned outside inference mode, the caller gets an ordinary tensor it can use anywhere.
+            hidden = forward.hidden.clone() if capture_hidden else None
             # Tokens emitted this round, each with the raw logits it was chosen from, and those not yet fed.
             with torch.inference_mode():
-                hidden = forward.hidden.clone() if capture_hidden else None
                 steps, pending, logits = _next_tokens(
                     forward, logits, chooser, constraint, max_new_tokens - len(pieces), capture_hidden, device
                 )
@@ -255,7 +256,6 @@ class _Chooser:
 
     def choose(self, logits: torch.Tensor, allowed) -> tuple[int, torch.Tensor | None]:
         """The chosen id, and the logits it was drawn from when they differ from the raw ones (else None)."""
-
         processed = None if allowed is None else _mask(logits, allowed)
         if self.chain is None:
             return first_argmax(logits if processed is None else processed), processed
@@ -277,6 +277,8 @@ def _mask(logits: torch.Tensor, allowed) -> torch.Tensor:
     allowed = torch.as_tensor(allowed, dtype=torch.bool, device=logits.device)[: logits.shape[-1]]
     keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
     keep[: allowed.shape[0]] = allowed
+    if not keep.any():
+        raise ValueError("the constraint allows no token at this position (and forces none)")
     return logits.masked_fill(~keep, float("-inf"))
 
 

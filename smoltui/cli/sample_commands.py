@@ -89,7 +89,7 @@ def sample(
 ) -> None:
     """Stream a completion of --prompt (or, with --chat, the model's answer to it), each token coloured by how
     likely the model found it; plain text when piped, one JSON object per token with --json."""
-    from smoltui.engine.decoder import DecodeFinished, PromptTruncated, TokenGenerated, decode
+    from smoltui.engine.decoder import DecodeFinished, PromptTruncated, TokenGenerated, decode, eos_token_ids
     from smoltui.engine.session import prompt_ids, schema_constraint
 
     loaded = _load(source, device, dtype, workspace)
@@ -105,6 +105,7 @@ def sample(
         error_console.print(f"[yellow]note:[/] {note.note}", highlight=False)
     constraint = schema_constraint(json_schema, loaded.tokenizer, loaded.model) if json_schema else None
     colour = sys.stdout.isatty() and not as_json
+    ends = set(eos_token_ids(loaded.model, loaded.tokenizer))  # an end-of-text token ends the text, unprinted
     events = decode(
         loaded.model,
         loaded.tokenizer,
@@ -120,7 +121,7 @@ def sample(
         for event in events:
             if isinstance(event, PromptTruncated):
                 error_console.print(f"[yellow]note:[/] {event.message}", highlight=False)
-            elif isinstance(event, TokenGenerated):
+            elif isinstance(event, TokenGenerated) and (as_json or event.token_id not in ends):
                 _show_token(event, colour, as_json)
             elif isinstance(event, DecodeFinished):
                 _show_end(event, colour, as_json)
@@ -286,8 +287,11 @@ def score(
 
 
 def _load(source: str, device: str, dtype: str, workspace: Path | None):
+    from transformers.utils import logging as hf_logging
+
     from smoltui.engine.models import load_model
 
+    hf_logging.disable_progress_bar()  # the status line reports the steps; bars on stderr would tear it
     with error_console.status(f"loading {source}…") as status:
         return load_model(
             source, device=device, dtype=dtype, workspace=workspace, progress=lambda line: status.update(line)

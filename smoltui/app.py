@@ -26,8 +26,9 @@ from textual.worker import Worker, get_current_worker
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.run_contract import ACTIVE_STATUSES, Metric
+from smoltui.engine.session import ModelChanged, ModelSession, SessionEvent
 from smoltui.engine.workspace import workspace_path
-from smoltui.messages import RunProgressShown, RunPulse
+from smoltui.messages import RunProgressShown, RunPulse, SessionUpdated
 from smoltui.screens import SCREENS
 from smoltui.screens.help import HelpScreen, declared_bindings
 
@@ -84,6 +85,7 @@ class SmolApp(App[None]):
         self.start_overlay = tuple(start_overlay)
         self.device = device
         self.clock = clock
+        self.session = ModelSession(self._session_said)  # the loaded model and the one worker that runs its jobs
         self.recent_sources: list[str] = []  # models loaded this session, newest first (the Model input suggests them)
         self._built_modes = {start_mode}
         self._building_mode = False
@@ -173,12 +175,24 @@ class SmolApp(App[None]):
         gc.freeze()
 
     def on_unmount(self) -> None:
+        self.session.close(timeout=1.0)  # a job stops at its next token; the daemon worker dies with the app
         gc.unfreeze()  # the interpreter's own clean-up at exit must see everything again
         if self._pulse_worker is None or self._pulse_worker.is_finished:
             self._pulse_reader.close()
 
     async def action_quit(self) -> None:
         self.exit(message=quit_message(active_runs(self.workspace)))
+
+    # -- the model session -----------------------------------------------------------------------------------
+
+    def _session_said(self, event: SessionEvent) -> None:
+        """From the session's worker: each job's events go to whoever submitted it (its tag), the rest here."""
+        owner = getattr(getattr(event, "job", None), "tag", None)
+        (owner if owner is not None else self).post_message(SessionUpdated(event))  # thread-safe, never blocks
+
+    def on_session_updated(self, message: SessionUpdated) -> None:
+        if isinstance(message.event, ModelChanged):
+            self.session_model = message.event.loaded
 
     # -- the header's pulse --------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from textual.message import Message
 
 if TYPE_CHECKING:
-    from smoltui.engine.models import LoadedModel, ModuleRow
     from smoltui.engine.runs import RunSummary
+    from smoltui.engine.session import SessionEvent
 
 
 @dataclass(frozen=True)
@@ -36,37 +36,13 @@ class RunProgressShown(Message):
         return isinstance(message, RunProgressShown)
 
 
-class ModelLoadProgressed(Message):
-    """A step of loading a model, as load_model's `progress` callback reports it; only the latest matters."""
+class SessionUpdated(Message):
+    """Something the model session said (engine.session: a job started, progressed, ended; the model changed),
+    posted from its worker to whoever submitted the job (the app for ModelChanged)."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, event: SessionEvent) -> None:
         super().__init__()
-        self.text = text
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, ModelLoadProgressed)
-
-
-class ModelLoaded(Message):
-    """A model finished loading, with what the worker found out about it off the event loop: its module table,
-    the dotted name of its LM head and whether that head shares the token embedding's weight, and for a
-    run:<id>[@step] source the run and the checkpoint step it loaded."""
-
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        modules: Sequence[ModuleRow],
-        *,
-        lm_head: str,
-        head_tied: bool,
-        checkpoint: tuple[str, int] | None = None,  # (run id, step)
-    ) -> None:
-        super().__init__()
-        self.loaded = loaded
-        self.modules = modules
-        self.lm_head = lm_head
-        self.head_tied = head_tied
-        self.checkpoint = checkpoint
+        self.event = event
 
 
 class RunsListed(Message):

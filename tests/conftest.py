@@ -65,7 +65,21 @@ def pytest_collection_modifyitems(config, items):
 
 # -- the dashboard's tests ---------------------------------------------------------------------------------
 
-FIXED_NOW = 1_800_000_000.0  # the clock the dashboard tests give the app, so "started 5m ago" never drifts
+FIXED_NOW = 1_800_000_000.0
+
+
+async def settle(pilot) -> None:
+    """Let the app's thread workers and its model session's jobs finish, their messages land, and the tables
+    measure their new rows. A worker that fails is waited for too, not raised here: the screen reports it."""
+    import asyncio
+
+    await pilot.pause()
+    await asyncio.gather(*(worker.wait() for worker in pilot.app.workers), return_exceptions=True)
+    session = getattr(pilot.app, "session", None)
+    while session is not None and session.busy:
+        await pilot.pause(0.05)
+    await pilot.pause(0.1)
+    await pilot.pause()  # the clock the dashboard tests give the app, so "started 5m ago" never drifts
 
 
 @pytest.fixture

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, settle
 from textual.geometry import Region
 from textual.widgets import DataTable, Input, Label, Static, Tree
 from typer.testing import CliRunner
@@ -30,17 +29,6 @@ SIZE = (120, 40)
 
 def make_app(workspace, **options) -> SmolApp:
     return SmolApp(workspace, device="cpu", clock=lambda: FIXED_NOW, **options)
-
-
-async def settle(pilot) -> None:
-    """Let workers finish, their messages land, and the tables measure their new rows.
-
-    A worker that fails is waited for too, not raised here: the screen reports it, and the tests look there.
-    """
-    await pilot.pause()
-    await asyncio.gather(*(worker.wait() for worker in pilot.app.workers), return_exceptions=True)
-    await pilot.pause(0.1)
-    await pilot.pause()
 
 
 def text_of(widget) -> str:

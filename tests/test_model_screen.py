@@ -52,7 +52,7 @@ async def test_a_failed_load_keeps_its_reason_on_screen_in_the_error_colour_unti
         await pilot.press("l", "ctrl+u", *"tiny", "enter")
         await settle(pilot)
         said = flat(text_of(load_text(app)))
-        assert said.startswith("loaded tiny (preset)") and "no such folder" not in said
+        assert said.startswith("loaded tiny · preset (fresh weights)") and "no such folder" not in said
         assert load_text(app).styles.color != error
 
 
@@ -90,7 +90,7 @@ async def test_a_run_checkpoint_names_its_run_and_step(workspace, write_run):
         await settle(pilot)
         summary = flat(text_of(app.screen.query_one("#summary", Static)))
         assert "run 20300101-000000-tiny" in summary and "checkpoint step 5" in summary, summary
-        assert "(run 20300101-000000-tiny, checkpoint step 5)" in flat(text_of(load_text(app)))
+        assert "· run 20300101-000000-tiny, checkpoint step 5 ·" in flat(text_of(load_text(app)))
 
         await pilot.press("l", "ctrl+u", *"run:latest", "enter")
         await settle(pilot)

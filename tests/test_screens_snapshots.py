@@ -9,7 +9,7 @@ cursor blink. The Train screen is the real one: the help panel lists its keys.
 from __future__ import annotations
 
 import pytest
-from conftest import FIXED_NOW
+from conftest import FIXED_NOW, settle
 from textual.widgets import Input
 
 from smoltui.app import SmolApp
@@ -49,14 +49,6 @@ def make_app(workspace) -> SmolApp:
     return SmolApp(workspace, device="cpu", clock=lambda: FIXED_NOW)
 
 
-async def settle(pilot) -> None:
-    """Let workers finish, their messages land, and the tables measure their new rows."""
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause(0.1)
-    await pilot.pause()
-
-
 @SIZES
 def test_home(snap_compare, workspace, two_runs, size):
     """Home: the tabs with Home lit and "no run training" on top; the workspace panel (path ./ws, no model
@@ -68,7 +60,7 @@ def test_home(snap_compare, workspace, two_runs, size):
 @SIZES
 def test_model_with_a_loaded_tiny_model(snap_compare, workspace, size):
     """Model after loading the `tiny` preset: "tiny · cpu fp32" on the right of the top line; the source input
-    holding "tiny" and the line "loaded tiny (preset) on cpu"; the summary (GPT2LMHeadModel, 30,688 parameters,
+    holding "tiny" and the line "loaded tiny · preset (fresh weights) · on cpu"; the summary (GPT2LMHeadModel, 30,688 parameters,
     2 layers, 2 heads, hidden 32, context 64, vocab 99, fp32, cpu, 119.9 KiB); the module tree open on
     transformer (wte, wpe, drop, h collapsed, ln_f) and lm_head, with parameter counts."""
 

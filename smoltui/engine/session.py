@@ -35,6 +35,7 @@ class Job:
     kind: str  # "load", "generate", "score", …
     description: str
     model_generation: int  # the model it was submitted for; a later model cancels it
+    tag: Any = None  # who asked for it, opaque to the session: a listener routes the job's events by it
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -127,30 +128,38 @@ class ModelSession:
 
     # -- submitting ---------------------------------------------------------------------------------------
 
-    def submit(self, kind: str, work: Callable[[JobContext], Any], description: str = "") -> Job:
+    def submit(self, kind: str, work: Callable[[JobContext], Any], description: str = "", *, tag: Any = None) -> Job:
         """Queue `work(context)` for the worker; its return value is the job's result."""
         with self._lock:
-            job = Job(next(self._ids), kind, description or kind, self._generation)
+            job = Job(next(self._ids), kind, description or kind, self._generation, tag=tag)
             self._waiting.append(job)
         self._queue.put((job, work))
         return job
 
-    def load(self, source: str, **options: Any) -> Job:
+    def load(
+        self, source: str, *, then: Callable[[LoadedModel], Any] | None = None, tag: Any = None, **options: Any
+    ) -> Job:
         """Load `source` (any model source, see models.load_model) and make it the session's model.
 
         Everything running or waiting on the current model is cancelled first; the load's progress lines come
-        as JobProgressed events, and ModelChanged follows its JobFinished.
+        as JobProgressed events, and ModelChanged comes before its JobFinished. The result is the LoadedModel,
+        or what `then(loaded)` returns (computed on the worker: a module table, say, off the UI's loop).
         """
         self.cancel_all()
 
-        def work(context: JobContext) -> LoadedModel:
+        def work(context: JobContext) -> Any:
+            from transformers.utils import logging as transformers_logging
+
             from smoltui.engine.models import load_model
 
+            transformers_logging.disable_progress_bar()  # its bars would write over a screen; steps come as events
+            transformers_logging.set_verbosity_error()
             loaded = load_model(source, progress=context.emit, **options)
+            result = loaded if then is None else then(loaded)
             self._become(loaded)
-            return loaded
+            return result
 
-        return self.submit("load", work, f"load {source}")
+        return self.submit("load", work, f"load {source}", tag=tag)
 
     def use(self, loaded: LoadedModel | None) -> None:
         """Make an already loaded model the session's (cancelling what ran on the previous one)."""
@@ -169,6 +178,7 @@ class ModelSession:
         stop_strings: Sequence[str] = (),
         json_schema: dict | str | Path | None = None,
         top_n: int = 20,
+        tag: Any = None,
     ) -> Job:
         """Stream a completion of `prompt`, or the assistant's next turn of `messages` (chat), token by token.
 
@@ -203,9 +213,9 @@ class ModelSession:
                 finished = event
             return finished
 
-        return self.submit("generate", work, "generate")
+        return self.submit("generate", work, "generate", tag=tag)
 
-    def score(self, text: str) -> Job:
+    def score(self, text: str, *, tag: Any = None) -> Job:
         """The log-probability of every token of `text` under the session's model (the result: a TextScore)."""
 
         def work(context: JobContext):
@@ -214,7 +224,7 @@ class ModelSession:
             loaded = context.require_model()
             return score_text(loaded.model, loaded.tokenizer, text)
 
-        return self.submit("score", work, "score")
+        return self.submit("score", work, "score", tag=tag)
 
     # -- cancelling and closing ---------------------------------------------------------------------------
 

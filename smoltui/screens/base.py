@@ -30,6 +30,7 @@ from smoltui.widgets.worker_errors import ReportsWorkerErrors
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel
     from smoltui.engine.runs import RunSummary
+    from smoltui.engine.session import ModelSession
     from smoltui.messages import RunPulse
 
 FRESH_LIST_S = 1.0  # a screen shown again lists the runs anew only if its list is older than this
@@ -46,6 +47,7 @@ class Workbench(Protocol):
     refresh_fps: float
     device: str
     clock: Callable[[], float]
+    session: ModelSession  # the loaded model's one worker: every inference job goes through it
     session_model: LoadedModel | None
     pulse: RunPulse | None
     recent_sources: list[str]
@@ -198,8 +200,8 @@ def _update(label: Label, text: str | Content) -> None:
 
 
 def model_name(loaded: LoadedModel) -> str:
-    """A model's short name: a folder's last part, else the source as written (preset, Hub id, run:<id>)."""
-    return Path(loaded.source).name if loaded.kind == "folder" else loaded.source
+    """A model's short name: a folder's or a file's last part, else the source as written (preset, Hub id, run)."""
+    return Path(loaded.source).name if loaded.kind in ("folder", "gguf") else loaded.source
 
 
 def describe_pulse(pulse: RunPulse | None) -> str:

@@ -117,7 +117,7 @@ class HomeScreen(SmolScreen):
         facts.add_column(style="bold", no_wrap=True)
         facts.add_column()
         facts.add_row("path", display_path(self.smol.workspace))
-        facts.add_row("model", "none loaded (n or l)" if loaded is None else f"{loaded.source} ({loaded.kind})")
+        facts.add_row("model", "none loaded (n or l)" if loaded is None else f"{loaded.source} ({loaded.kind_label})")
         placement = None if loaded is None else loaded.placement
         facts.add_row(
             "device",

@@ -1,40 +1,41 @@
-"""Model: load a model from a preset, a folder, a Hub id or a run's checkpoint; its summary and module tree.
+"""Model: load a model from the bundled ones, a preset, a GGUF file, a folder, a Hub id or a run's checkpoint;
+its summary and module tree.
 
-Loading runs in a thread worker (torch and transformers are imported there, never on the event loop) and
-reports its steps as ModelLoadProgressed; the loaded model becomes the session's (`app.session_model`).
+Loading is a job of the model session (torch and transformers are imported on its worker, never on the event
+loop); its steps come back as SessionUpdated, and the loaded model becomes the session's (`app.session_model`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual import work
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Input, Label, LoadingIndicator, Static, Tree
-from textual.worker import Worker, WorkerState, get_current_worker
 
 from smoltui.engine.presets import preset_names
+from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.formatting import format_bytes, format_count
-from smoltui.messages import ModelLoaded, ModelLoadProgressed
+from smoltui.messages import SessionUpdated
 from smoltui.screens.base import SmolScreen
 from smoltui.widgets.model_source import ModelSourceInput
-from smoltui.widgets.worker_errors import describe_error
+from smoltui.widgets.worker_errors import describe_error, report_error
 
 if TYPE_CHECKING:
     from torch import nn
 
     from smoltui.engine.models import LoadedModel, ModuleRow
 
-LOAD_HINT = "a preset ({presets}), a model folder, a Hub id, or run:<id>[@step] — enter loads it"
+LOAD_HINT = "{bundled}a preset ({presets}), a .gguf file, a model folder, a Hub id, or run:<id>[@step] — enter loads it"
 NEW_HINT = "a preset to build with fresh weights: {presets} — enter builds it"
 TIED = "tied to the embedding"  # what a tied LM head shows instead of its parameters, which the embedding holds
 EXPANDED_DEPTH = 2  # the tree opens two levels deep: the model's children and theirs
@@ -56,12 +57,11 @@ class ModelScreen(SmolScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._load_worker: Worker | None = None
+        self._load_job: Job | None = None
         self._begin_wanted: bool | None = None  # a begin() asked for before the screen was mounted
         self._ready = False
 
     def compose_body(self) -> Iterable[Widget]:
-        presets = ", ".join(preset_names())
         source = ModelSourceInput(
             self.smol.workspace,
             self.smol.recent_sources,
@@ -72,7 +72,7 @@ class ModelScreen(SmolScreen):
         yield source
         with Horizontal(id="load-status"):
             yield LoadingIndicator(id="load-spinner")
-            yield Label(LOAD_HINT.format(presets=presets), id="load-text")
+            yield Label(load_hint(), id="load-text")
         with Horizontal(id="model-body"):
             with Vertical(id="summary-panel", classes="panel") as panel:
                 panel.border_title = "Summary"
@@ -100,7 +100,7 @@ class ModelScreen(SmolScreen):
         presets = ", ".join(preset_names())
         source.value = preset_names()[0] if new else ""
         if self.load_failure is None:  # a failure stays in view until the next load
-            self._say((NEW_HINT if new else LOAD_HINT).format(presets=presets))
+            self._say(NEW_HINT.format(presets=presets) if new else load_hint())
         source.focus()
 
     def action_focus_source(self) -> None:
@@ -120,60 +120,45 @@ class ModelScreen(SmolScreen):
 
     # -- loading -------------------------------------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, exit_on_error=False, group="load-model")
-    def load(self, source: str) -> None:
-        """Load `source` with the engine; a failure stays on the status line (worker_failed) and is notified."""
+    def load(self, source: str) -> Job:
+        """Load `source` in the model session (cancelling what runs on the old model); its steps, the summary or
+        the reason it failed come back as SessionUpdated."""
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        from smoltui.engine.models import load_model, module_table
-
-        worker = get_current_worker()
-        loaded = load_model(
-            source,
-            device=self.smol.device,
-            workspace=self.smol.workspace,
-            progress=lambda text: self.post_message(ModelLoadProgressed(text)),
+        self._load_job = self.smol.session.load(
+            source, then=describe_loaded, tag=self, device=self.smol.device, workspace=self.smol.workspace
         )
-        modules = module_table(loaded.model)
-        lm_head, head_tied = lm_head_of(loaded.model)
-        checkpoint = checkpoint_loaded(loaded) if loaded.kind == "run" else None
-        if not worker.is_cancelled:
-            self.post_message(ModelLoaded(loaded, modules, lm_head=lm_head, head_tied=head_tied, checkpoint=checkpoint))
+        return self._load_job
 
-    def on_model_load_progressed(self, message: ModelLoadProgressed) -> None:
-        self._say(message.text)
+    def on_session_updated(self, message: SessionUpdated) -> None:
+        event = message.event
+        if getattr(event, "job", None) is not self._load_job:
+            return
+        message.stop()
+        if isinstance(event, JobProgressed):
+            self._say(str(event.event))
+        elif isinstance(event, JobFinished):
+            self.show_loaded(event.result)
+        elif isinstance(event, JobFailed):
+            self.load_failure = describe_error(event.error)
+            report_error(self, event.error)
+        elif isinstance(event, JobCancelled):
+            self._say("loading was cancelled: another model was asked for.")
+        if isinstance(event, JobFinished | JobFailed | JobCancelled):
+            self.query_one("#load-spinner").display = False
 
-    def on_model_loaded(self, message: ModelLoaded) -> None:
+    def show_loaded(self, message: LoadedDescription) -> None:
         loaded = message.loaded
         recent = self.smol.recent_sources
         if loaded.source in recent:
             recent.remove(loaded.source)
         recent.insert(0, loaded.source)
-        self.smol.session_model = loaded
         self.query_one("#summary", Static).update(summary_table(message))
         fill_module_tree(
             self.query_one("#modules", Tree), message.modules, message.lm_head if message.head_tied else None
         )
-        origin = loaded.kind if message.checkpoint is None else describe_checkpoint(*message.checkpoint)
-        self._say(f"loaded {loaded.source} ({origin}) on {loaded.placement.device}; it is the session's model.")
+        origin = loaded.kind_label if message.checkpoint is None else describe_checkpoint(*message.checkpoint)
+        self._say(f"loaded {loaded.source} · {origin} · on {loaded.placement.device}; it is the session's model.")
         self.query_one(ModelSourceInput).refresh_candidates()
-
-    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        """Stop the spinner when the load ends (SmolScreen's handler, called too, reports a failure)."""
-        if event.worker is self._load_worker and event.state in (
-            WorkerState.SUCCESS,
-            WorkerState.ERROR,
-            WorkerState.CANCELLED,
-        ):
-            self.query_one("#load-spinner").display = False
-
-    def worker_failed(self, group: str, error: BaseException) -> None:
-        if group == "load-model":
-            self.load_failure = describe_error(error)
-        super().worker_failed(group, error)
 
     def watch_load_failure(self, reason: str | None) -> None:
         self.query_one("#load-status").set_class(reason is not None, "-error")
@@ -192,6 +177,37 @@ class ModelScreen(SmolScreen):
         root = self.query_one("#modules", Tree).root
         root.collapse_all()
         root.expand()
+
+
+def load_hint() -> str:
+    """What can be typed, the bundled pretrained model first (when it is installed)."""
+    from smoltui.engine.bundled import bundled_models
+
+    bundled = [model.name for model in bundled_models() if model.available]
+    pretrained = f"the bundled pretrained {', '.join(bundled)}, " if bundled else ""
+    return LOAD_HINT.format(bundled=pretrained, presets=", ".join(preset_names()))
+
+
+@dataclass(frozen=True)
+class LoadedDescription:
+    """What the screen shows of a loaded model beside its summary, worked out off the event loop: its module
+    table, the dotted name of its LM head and whether that head shares the token embedding's weight, and for a
+    run:<id>[@step] source the run and the checkpoint step it loaded."""
+
+    loaded: LoadedModel
+    modules: Sequence[ModuleRow]
+    lm_head: str
+    head_tied: bool
+    checkpoint: tuple[str, int] | None = None  # (run id, step)
+
+
+def describe_loaded(loaded: LoadedModel) -> LoadedDescription:
+    """What the Model screen shows of a model, worked out on the session's worker (off the UI's loop)."""
+    from smoltui.engine.models import module_table
+
+    lm_head, head_tied = lm_head_of(loaded.model)
+    checkpoint = checkpoint_loaded(loaded) if loaded.kind == "run" else None
+    return LoadedDescription(loaded, module_table(loaded.model), lm_head, head_tied, checkpoint)
 
 
 def lm_head_of(model: nn.Module) -> tuple[str, bool]:
@@ -218,14 +234,14 @@ def describe_checkpoint(run_id: str, step: int) -> str:
     return f"run {run_id}, checkpoint step {step}"
 
 
-def summary_table(message: ModelLoaded) -> Table | Group:
+def summary_table(message: LoadedDescription) -> Table | Group:
     loaded, summary = message.loaded, message.loaded.summary
     head_params = next((row.params for row in message.modules if row.name == message.lm_head), 0)
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="bold", no_wrap=True)
     facts.add_column()
     rows = (
-        ("source", f"{loaded.source} ({loaded.kind})"),
+        ("source", f"{loaded.source} ({loaded.kind_label})"),
         ("architecture", summary.architecture),
         ("family", summary.family),
         ("parameters", format_count(summary.total_params)),

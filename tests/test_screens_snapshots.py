@@ -60,9 +60,10 @@ def test_home(snap_compare, workspace, two_runs, size):
 @SIZES
 def test_model_with_a_loaded_tiny_model(snap_compare, workspace, size):
     """Model after loading the `tiny` preset: "tiny · cpu fp32" on the right of the top line; the source input
-    holding "tiny" and the line "loaded tiny · preset (fresh weights) · on cpu"; the summary (GPT2LMHeadModel, 30,688 parameters,
-    2 layers, 2 heads, hidden 32, context 64, vocab 99, fp32, cpu, 119.9 KiB); the module tree open on
-    transformer (wte, wpe, drop, h collapsed, ln_f) and lm_head, with parameter counts."""
+    holding "tiny" and the line "loaded tiny · preset (fresh weights) · on cpu"; the summary (GPT2LMHeadModel,
+    30,688 parameters, 2 layers, 2 heads, hidden 32, context 64, vocab 99, fp32, cpu, 119.9 KiB, the LM head
+    tied to the embedding); the module tree open on transformer (wte, wpe, drop, h collapsed, ln_f) and lm_head
+    "tied to the embedding"."""
 
     async def load_tiny(pilot):
         await pilot.press("2", "l", *"tiny", "enter")

@@ -55,6 +55,7 @@ class DashboardApp(App[None]):
     session_model = reactive(None)
     pulse = reactive(None)
     pulse_known = True
+    model_loading = None
     start_run = None
     start_overlay = ()
     recent_sources: list[str] = []

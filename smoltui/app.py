@@ -26,11 +26,12 @@ from textual.worker import Worker, get_current_worker
 
 from smoltui.engine.errors import UserError
 from smoltui.engine.run_contract import ACTIVE_STATUSES, Metric
-from smoltui.engine.session import ModelChanged, ModelSession, SessionEvent
+from smoltui.engine.session import JobCancelled, JobFailed, JobFinished, ModelChanged, ModelSession, SessionEvent
 from smoltui.engine.workspace import workspace_path
 from smoltui.messages import RunProgressShown, RunPulse, SessionUpdated
 from smoltui.screens import SCREENS
 from smoltui.screens.help import HelpScreen, declared_bindings
+from smoltui.widgets.worker_errors import report_error
 
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel
@@ -58,7 +59,8 @@ class SmolApp(App[None]):
         Binding("q", "quit", "Quit", tooltip="Leave smoltui; runs keep training."),
     ]
 
-    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the Model screen's model
+    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the session's model
+    model_loading: reactive[str | None] = reactive(None)  # a model the app itself is loading (`demo`)
     pulse: reactive[RunPulse | None] = reactive(None, always_update=True)  # None: no active run (or not read yet)
 
     def __init__(
@@ -70,6 +72,7 @@ class SmolApp(App[None]):
         start_mode: str = "home",
         start_run: str | None = None,
         start_overlay: Sequence[str] = (),
+        start_model: str | None = None,
         device: str = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -83,6 +86,7 @@ class SmolApp(App[None]):
         self.start_mode = start_mode
         self.start_run = start_run
         self.start_overlay = tuple(start_overlay)
+        self.start_model = start_model  # loaded into the session once the first frame is up (`demo`)
         self.device = device
         self.clock = clock
         self.session = ModelSession(self._session_said)  # the loaded model and the one worker that runs its jobs
@@ -160,6 +164,8 @@ class SmolApp(App[None]):
         self.set_interval(1 / self.refresh_fps, self._poll_pulse, name="pulse")
         self.call_after_refresh(self._poll_pulse)  # after the first frame: its thread would compete with it
         self.set_timer(SETTLE_S, self._freeze_built)
+        if self.start_model is not None:  # after the first frame: loading imports torch and reads the weights
+            self.call_after_refresh(self._load_start_model)
         if probe := os.environ.get("SMOLTUI_FIRST_FRAME_PROBE"):  # bench_ui: which modules the first frame needed
             self.call_after_refresh(_write_module_probe, Path(probe))
 
@@ -190,9 +196,21 @@ class SmolApp(App[None]):
         owner = getattr(getattr(event, "job", None), "tag", None)
         (owner if owner is not None else self).post_message(SessionUpdated(event))  # thread-safe, never blocks
 
+    def _load_start_model(self) -> None:
+        self.model_loading = self.start_model
+        self.session.load(self.start_model, device=self.device, workspace=self.workspace)
+
     def on_session_updated(self, message: SessionUpdated) -> None:
-        if isinstance(message.event, ModelChanged):
-            self.session_model = message.event.loaded
+        """What reaches the app itself: the model changed, or how a load the app asked for (`demo`) went."""
+        event = message.event
+        if isinstance(event, ModelChanged):
+            self.session_model = event.loaded
+            if event.loaded is not None and event.loaded.source not in self.recent_sources:
+                self.recent_sources.insert(0, event.loaded.source)
+        elif isinstance(event, JobFailed):
+            report_error(self, event.error)  # a job of the app's own (or one whose screen is gone)
+        if isinstance(event, JobFinished | JobFailed | JobCancelled) and event.job.kind == "load":
+            self.model_loading = None
 
     # -- the header's pulse --------------------------------------------------------------------------------
 

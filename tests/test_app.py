@@ -414,3 +414,14 @@ async def test_a_run_opens_on_the_real_train_screen_under_the_same_status_line(w
         await pilot.press("1")
         await pilot.pause()
         assert isinstance(app.screen, HomeScreen)
+
+
+async def test_a_start_model_loads_into_the_session_after_the_first_frame(workspace):
+    app = SmolApp(workspace, device="cpu", clock=lambda: FIXED_NOW, start_model="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "loading tiny" in text_of(app.screen.query_one("#model-info", Label)) or app.session_model
+        await settle(pilot)
+        assert app.session_model is not None and app.session.loaded is app.session_model
+        assert text_of(app.screen.query_one("#model-info", Label)).strip() == "tiny · cpu fp32"
+        assert app.recent_sources[0] == "tiny"

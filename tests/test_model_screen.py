@@ -112,3 +112,17 @@ async def test_the_lm_head_says_when_it_is_tied_to_the_embedding(workspace, tmp_
         assert str(head.label).endswith("  0") is False
         summary = flat(text_of(app.screen.query_one("#summary", Static)))
         assert f"LM head {head_shows}" in summary, summary
+
+
+async def test_a_model_loaded_elsewhere_is_described_here_too(workspace):
+    from conftest import FIXED_NOW
+
+    from smoltui.app import SmolApp
+
+    app = SmolApp(workspace, device="cpu", clock=lambda: FIXED_NOW, start_model="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        summary = flat(text_of(app.screen.query_one("#summary")))
+        assert "GPT2LMHeadModel" in summary and "no model loaded yet" not in summary

@@ -45,6 +45,7 @@ class TrainTestApp(App[None]):
     session_model = reactive(None)
     pulse = reactive(None)
     pulse_known = True
+    model_loading = None
     start_run = None
     start_overlay = ()
     recent_sources: list[str] = []

@@ -47,6 +47,7 @@ def open_dashboard(
     workspace: Path | None = None,
     *,
     start_run: str | None = None,
+    start_model: str | None = None,
     read_only: bool = False,
     fps: float = 4.0,
 ) -> None:
@@ -54,7 +55,14 @@ def open_dashboard(
     from smoltui.app import SmolApp
 
     start_mode = "home" if start_run is None else "train"
-    SmolApp(workspace, start_mode=start_mode, start_run=start_run, read_only=read_only, refresh_fps=fps).run()
+    SmolApp(
+        workspace,
+        start_mode=start_mode,
+        start_run=start_run,
+        start_model=start_model,
+        read_only=read_only,
+        refresh_fps=fps,
+    ).run()
 
 
 def _check_fps(fps: float) -> None:
@@ -65,14 +73,19 @@ def _check_fps(fps: float) -> None:
 @app.command()
 @reports_user_errors
 def demo(workspace: WorkspaceOption = None, fps: FpsOption = 4.0) -> None:
-    """Train the nano-char model on Python's own docstrings and watch it learn (it ends by itself)."""
+    """Train the nano-char model on Python's own docstrings and watch it learn (it ends by itself), with the
+    bundled SmolLM2-135M-Instruct loaded beside it to talk to (key 5) and look inside."""
+    from smoltui.engine.bundled import bundled_models
     from smoltui.engine.config import TrainConfig
     from smoltui.engine.runs import launch_run
 
     _check_fps(fps)
     handle = launch_run(TrainConfig(**DEMO_SETTINGS), workspace)
     handle.close()
-    open_dashboard(workspace, start_run=handle.run_id, fps=fps)
+    bundled = next((model for model in bundled_models() if model.available), None)
+    if bundled is None:
+        error_console.print(f"[yellow]note:[/] {bundled_models()[0].hint}", highlight=False, soft_wrap=True)
+    open_dashboard(workspace, start_run=handle.run_id, start_model=bundled and bundled.name, fps=fps)
 
 
 @app.command()

@@ -49,6 +49,7 @@ class Workbench(Protocol):
     clock: Callable[[], float]
     session: ModelSession  # the loaded model's one worker: every inference job goes through it
     session_model: LoadedModel | None
+    model_loading: str | None  # a model the app is loading by itself (`demo`), named in the header meanwhile
     pulse: RunPulse | None
     recent_sources: list[str]
     pulse_known: bool  # whether the header's run has been read once
@@ -76,15 +77,19 @@ class StatusLine(Horizontal):
 
     def on_mount(self) -> None:
         self.watch(self.app, "session_model", self._show_model)
+        self.watch(self.app, "model_loading", self._show_model)
         self.watch(self.app, "pulse", self._show_pulse)
 
     def on_resize(self, event: events.Resize) -> None:
         self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
 
-    def _show_model(self, loaded: LoadedModel | None) -> None:
-        """The session's model, when one is loaded (a run's model is named by the run beside it)."""
+    def _show_model(self, _changed: object = None) -> None:
+        """The session's model, when one is loaded or loading (a run's model is named by the run beside it)."""
         app: Workbench = self.app  # type: ignore[assignment]
+        loaded = app.session_model
         parts = [] if loaded is None else [f"{model_name(loaded)} · {loaded.placement.device} {loaded.placement.dtype}"]
+        if app.model_loading is not None:
+            parts = [f"loading {app.model_loading}…"]
         if app.read_only:
             parts.append("read-only")
         _update(self.query_one("#model-info", Label), " · ".join(parts))

@@ -57,7 +57,8 @@ class ModelScreen(SmolScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._load_job: Job | None = None
+        self._load_job: Job | None = None  # the load (or description) whose result this screen waits for
+        self._shown: LoadedModel | None = None
         self._begin_wanted: bool | None = None  # a begin() asked for before the screen was mounted
         self._ready = False
 
@@ -86,6 +87,7 @@ class ModelScreen(SmolScreen):
     def on_mount(self) -> None:
         self.query_one("#load-spinner").display = False
         self._ready = True
+        self.watch(self.app, "session_model", self._session_model_changed)
         if self._begin_wanted is not None:
             self.begin(new=self._begin_wanted)
 
@@ -129,6 +131,15 @@ class ModelScreen(SmolScreen):
         )
         return self._load_job
 
+    def _session_model_changed(self, loaded: LoadedModel | None) -> None:
+        """A model loaded elsewhere (`demo`, another screen) is described here too; this screen's own loads
+        describe theirs as they finish."""
+        if loaded is None or loaded is self._shown or (self._load_job and not self._load_job.finished.is_set()):
+            return
+        self._load_job = self.smol.session.submit(
+            "describe", lambda context: describe_loaded(context.require_model()), "describe the model", tag=self
+        )
+
     def on_session_updated(self, message: SessionUpdated) -> None:
         event = message.event
         if getattr(event, "job", None) is not self._load_job:
@@ -147,7 +158,7 @@ class ModelScreen(SmolScreen):
             self.query_one("#load-spinner").display = False
 
     def show_loaded(self, message: LoadedDescription) -> None:
-        loaded = message.loaded
+        loaded = self._shown = message.loaded
         recent = self.smol.recent_sources
         if loaded.source in recent:
             recent.remove(loaded.source)

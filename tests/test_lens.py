@@ -250,3 +250,59 @@ def test_a_bf16_model_passes_the_guard_with_its_own_top_tokens(tokenizer, tmp_pa
     grid = logit_lens(model, tokenizer, ids)
     probs = softmax_logits(model, ids)
     np.testing.assert_allclose(grid.top_probs[-1, :, 0], probs.max(-1).values.numpy(), rtol=1e-5)
+
+
+# -- across a run's checkpoints -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_with_checkpoints(write_run, models, tokenizer):
+    """A run with checkpoints at steps 10 and 20 of a tiny GPT-2 (the second's weights moved a little)."""
+    from smoltui.engine.checkpoints import save_checkpoint
+
+    run_dir = write_run("20300101-000000-lens")
+    model = models("gpt2")
+    save_checkpoint(run_dir, 10, model, tokenizer, {"step": 10})
+    moved = type(model)(model.config).eval()
+    moved.load_state_dict({name: value + 0.05 for name, value in model.state_dict().items()})
+    save_checkpoint(run_dir, 20, moved, tokenizer, {"step": 20})
+    return run_dir
+
+
+def test_checkpoint_lenses_compute_each_checkpoint_once_then_read_the_cache(run_with_checkpoints, workspace):
+    from smoltui.engine.lens_checkpoints import checkpoint_lenses
+
+    first = list(checkpoint_lenses("20300101", PROMPT, target=" brown", top_k=3, device="cpu"))
+    again = list(checkpoint_lenses("20300101", PROMPT, target=" brown", top_k=3, device="cpu"))
+
+    assert [(lens.step, lens.cached) for lens in first] == [(10, False), (20, False)]
+    assert [(lens.step, lens.cached) for lens in again] == [(10, True), (20, True)]
+    assert not np.allclose(first[0].grid.top_probs, first[1].grid.top_probs)  # two different models
+    for computed, read in zip(first, again, strict=True):
+        for name in ("token_ids", "top_ids", "top_probs", "entropy", "kl_to_final", "next_rank", "target_rank"):
+            np.testing.assert_array_equal(getattr(computed.grid, name), getattr(read.grid, name))
+        assert read.grid.texts == computed.grid.texts and read.grid.target_id == computed.grid.target_id
+    cached = sorted(path.name for path in (workspace / "cache" / "lens").iterdir())
+    assert len(cached) == 2 and all(name.endswith(".npz") for name in cached)  # no temporary file left
+    other_prompt = list(checkpoint_lenses("20300101", "A stitch in time", top_k=3, device="cpu"))
+    assert [lens.cached for lens in other_prompt] == [False, False]
+
+
+def test_a_checkpoint_saved_again_is_computed_again(run_with_checkpoints, workspace):
+    import os
+
+    from smoltui.engine.lens_checkpoints import checkpoint_lenses
+
+    list(checkpoint_lenses("20300101", PROMPT, device="cpu"))
+    weights = next((run_with_checkpoints / "checkpoints" / "step_000020").glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    assert [lens.cached for lens in checkpoint_lenses("20300101", PROMPT, device="cpu")] == [True, False]
+
+
+def test_a_run_without_checkpoints_says_so(write_run, workspace):
+    from smoltui.engine.lens_checkpoints import checkpoint_lenses
+
+    write_run("20300101-000000-bare")
+    with pytest.raises(UserError) as error:
+        checkpoint_lenses("20300101-000000-bare", PROMPT)
+    assert error.value.field == "run" and "has no checkpoints yet" in str(error.value)

@@ -52,7 +52,8 @@ def checkpoint_lenses(
 ) -> Iterator[CheckpointLens]:
     """The lens grid of `prompt` at every checkpoint of `run` (an id, a unique prefix, "latest" or a folder),
     oldest first. `target` is a token's text, resolved by each checkpoint's tokenizer. Loading messages go to
-    `progress`; `should_stop` is checked between checkpoints."""
+    `progress`; `should_stop` is checked between checkpoints. A run without checkpoints is refused at the call,
+    before any is computed."""
     from smoltui.engine.checkpoints import list_checkpoints
     from smoltui.engine.device import resolve_placement
     from smoltui.engine.runs import find_run
@@ -70,8 +71,15 @@ def checkpoint_lenses(
         )
     placement = resolve_placement(device, dtype)
     folder = cache_dir(workspace_path(workspace), CACHE_KIND)
-    stop = _stop_check(should_stop)
-    say = progress or (lambda _line: None)
+    return _checkpoint_lenses(
+        run_dir, checkpoints, folder, prompt, target, top_k, workspace, placement, _stop_check(should_stop),
+        progress or (lambda _line: None),
+    )  # fmt: skip
+
+
+def _checkpoint_lenses(
+    run_dir, checkpoints, folder, prompt, target, top_k, workspace, placement, stop, say
+) -> Iterator[CheckpointLens]:
     for checkpoint in checkpoints:
         if stop():
             return
@@ -82,16 +90,16 @@ def checkpoint_lenses(
             yield CheckpointLens(checkpoint.step, grid, cached=True)
             continue
         say(f"loading step {checkpoint.step} of {run_dir.name}")
-        grid = _compute(checkpoint.path, prompt, target, top_k, device, dtype, workspace)
+        grid = _compute(checkpoint.path, prompt, target, top_k, placement, workspace)
         _write_grid(path, grid)
         yield CheckpointLens(checkpoint.step, grid, cached=False)
 
 
-def _compute(folder: Path, prompt, target, top_k, device, dtype, workspace) -> LensGrid:
+def _compute(folder: Path, prompt, target, top_k, placement, workspace) -> LensGrid:
     from smoltui.engine.lens import logit_lens, target_token
     from smoltui.engine.models import load_model
 
-    loaded = load_model(str(folder), device=device, dtype=dtype, workspace=workspace)
+    loaded = load_model(str(folder), device=placement.device, dtype=placement.dtype, workspace=workspace)
     target_id = target_token(loaded.tokenizer, target).token_id if target is not None else None
     return logit_lens(loaded.model, loaded.tokenizer, prompt, target=target_id, top_k=top_k)
 

@@ -76,15 +76,17 @@ def lens(
 
 def _follow_generation(events, as_json: bool, colour: bool) -> None:
     """Draw (or write as JSON) each grid as the generation grows it; a terminal sees it animate."""
-    from rich.console import Group
+    from rich.console import Console, Group
     from rich.live import Live
+    from rich.text import Text
 
     from smoltui.cli.lens_views import lens_caption, lens_lines
     from smoltui.engine.decode_events import DecodeFinished, PromptTruncated
     from smoltui.engine.lens import LensGrown
 
     grid = None
-    live = Live(console=console, auto_refresh=False) if colour else None
+    screen = Console()  # Live needs a console of its own to enter, not the CLI's lazy one
+    live = Live(console=screen, auto_refresh=False) if colour else None
     with live or contextlib.nullcontext():
         for event in events:
             if isinstance(event, PromptTruncated):
@@ -94,8 +96,11 @@ def _follow_generation(events, as_json: bool, colour: bool) -> None:
                 if as_json:  # each position once its next token is known
                     _write_columns(grid, range(grid.positions - 1) if event.token is None else [grid.positions - 1])
                 elif live is not None:
-                    width = console.width
-                    lines = [*lens_lines(grid, width, colour=True), lens_caption(grid, width, colour=True)]
+                    width = screen.width
+                    lines = [
+                        *lens_lines(grid, width, colour=True),
+                        Text.from_markup(lens_caption(grid, width, colour=True)),
+                    ]
                     live.update(Group(*lines), refresh=True)
             elif isinstance(event, DecodeFinished):
                 if as_json:

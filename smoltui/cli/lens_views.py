@@ -49,7 +49,8 @@ def lens_lines(grid: LensGrid, width: int, *, colour: bool) -> list[Text]:
     hits = shown.top_is_next
 
     def tokens_line(label: str, ids, style: str) -> Text:
-        line = Text(label.ljust(LABEL), style="bold")
+        line = Text(label.ljust(LABEL))
+        line.stylize("bold")
         for token in ids:
             line.append(_fit(visible(grid.text(token)), CELL - 2).ljust(CELL) if token >= 0 else " " * CELL, style)
         return line
@@ -58,7 +59,8 @@ def lens_lines(grid: LensGrid, width: int, *, colour: bool) -> list[Text]:
     if grid.target_id is not None:
         lines[0].append("target".rjust(RANK), "bold")
     for row in reversed(range(grid.rows)):
-        line = Text(grid.row_label(row).ljust(LABEL), style="bold")
+        line = Text(grid.row_label(row).ljust(LABEL))
+        line.stylize("bold")
         for position in range(shown.positions):
             token, probability = shown.top_ids[row, position, 0], float(shown.top_probs[row, position, 0])
             text = _fit(visible(grid.text(token)), CELL - 2)

@@ -163,7 +163,8 @@ def heatmap_lines(matrix: np.ndarray, tokens: tuple[str, ...], width: int, *, co
     step = 2 if colour else 1
     for query in range(0, keep, step):
         names = [f"{first + q}:{_fit(shown[q], 4)}" for q in range(query, min(query + step, keep))]
-        line = Text(_fit(" ".join(names), label_width - 1).ljust(label_width), style="dim")
+        line = Text(_fit(" ".join(names), label_width - 1).ljust(label_width))
+        line.stylize("dim")
         for key in range(keep):
             upper = float(shade[query, key])
             if not colour:

@@ -82,7 +82,7 @@ def test_last_layer_of_the_lens_is_the_model_s_output(case, models, tokenizer, t
     np.testing.assert_allclose(grid.entropy[-1], entropy.numpy(), rtol=1e-4, atol=1e-5)
     following = torch.tensor(ids[1:])
     np.testing.assert_allclose(grid.next_prob[-1, :-1], probs[:-1].gather(1, following[:, None])[:, 0], rtol=1e-5)
-    assert grid.next_rank[-1, :-1].tolist() == (probs[:-1] > probs[:-1].gather(1, following[:, None])).sum(1).tolist()
+    assert grid.target_rank[-1].tolist() == (probs > probs[:, 7:8]).sum(1).tolist()
     np.testing.assert_allclose(grid.target_prob[-1], probs[:, 7].numpy(), rtol=1e-5, atol=1e-7)
     assert (grid.kl_to_final[-1] == 0).all()
     assert grid.next_ids[-1] == -1 and np.isnan(grid.next_prob[:, -1]).all()
@@ -111,6 +111,37 @@ def test_every_row_is_the_head_applied_to_that_layer_s_hidden_state(family, mode
     assert grid.kl_to_final[0].mean() > 0  # the embeddings do not already predict like the model
 
 
+def test_a_large_vocabulary_gives_the_same_top_tokens_and_ranks(tokenizer, tmp_path):
+    """4000 tokens: the two-pass top-k search (blocks of 128, and a tail of 32) against torch.topk."""
+    model = saved_lm("llama", tmp_path / "llama", num_key_value_heads=2, vocab_size=4000)
+    ids = tokenizer(PROMPT)["input_ids"]
+    grid = logit_lens(model, tokenizer, ids, top_k=6, target=3990)
+    probs = softmax_logits(model, ids)
+    top = torch.topk(probs, 6)
+    assert (grid.top_ids[-1] == top.indices.numpy()).all()
+    np.testing.assert_allclose(grid.top_probs[-1], top.values.numpy(), rtol=1e-5, atol=1e-7)
+    assert grid.target_rank[-1].tolist() == (probs > probs[:, 3990:3991]).sum(-1).tolist()
+
+
+def test_bf16_rows_keep_the_last_row_exact_and_the_others_close(models, tokenizer):
+    from smoltui.engine.lens_head import LensHead
+
+    model = models("llama")
+    assert LensHead(model).bf16_weight is None  # a head this small stays fp32 under "auto"
+    ids = tokenizer(PROMPT)["input_ids"]
+    exact = logit_lens(model, tokenizer, ids, target=9, precision="exact")
+    fast = logit_lens(model, tokenizer, ids, target=9, precision="fast")
+
+    for name in ("top_probs", "entropy", "next_prob", "target_prob"):
+        np.testing.assert_array_equal(getattr(fast, name)[-1], getattr(exact, name)[-1])
+        np.testing.assert_allclose(getattr(fast, name)[:-1], getattr(exact, name)[:-1], rtol=0.15, atol=2e-3)
+    assert (fast.top_ids[:, :, 0] == exact.top_ids[:, :, 0]).mean() > 0.9
+    events = lens_while_generating(model, tokenizer, ids, max_new_tokens=4, precision="fast", stop_at_eos=False)
+    grown = [event.grid for event in events if isinstance(event, LensGrown)][-1]
+    whole = logit_lens(model, tokenizer, grown.token_ids.tolist() + [int(grown.next_ids[-1])], precision="fast")
+    np.testing.assert_allclose(grown.top_probs, whole.columns(0, -1).top_probs, rtol=0.15, atol=2e-3)
+
+
 # -- the lens while generating -------------------------------------------------------------------------------
 
 
@@ -133,8 +164,8 @@ def test_incremental_lens_while_generating_equals_the_lens_of_the_whole_sequence
     assert (incremental.top_ids[:, :, 0] == whole.top_ids[:, :, 0]).all()
     for name in ("top_probs", "entropy", "kl_to_final", "next_prob", "target_prob"):
         np.testing.assert_allclose(getattr(incremental, name), getattr(whole, name), rtol=1e-4, atol=2e-5)
-    assert (np.abs(incremental.next_rank - whole.next_rank) <= 1).all()  # ties within float rounding may swap
-    assert (incremental.next_rank[-1, len(ids) - 1 :] == 0).all()  # greedy: the model's top choice came next
+    assert (np.abs(incremental.target_rank - whole.target_rank) <= 1).all()  # ties within float rounding may swap
+    assert incremental.top_is_next[-1, len(ids) - 1 :].all()  # greedy: the model's top choice came next
 
 
 def test_a_prompt_longer_than_the_context_keeps_its_last_tokens(models, tokenizer):
@@ -279,7 +310,7 @@ def test_checkpoint_lenses_compute_each_checkpoint_once_then_read_the_cache(run_
     assert [(lens.step, lens.cached) for lens in again] == [(10, True), (20, True)]
     assert not np.allclose(first[0].grid.top_probs, first[1].grid.top_probs)  # two different models
     for computed, read in zip(first, again, strict=True):
-        for name in ("token_ids", "top_ids", "top_probs", "entropy", "kl_to_final", "next_rank", "target_rank"):
+        for name in ("token_ids", "top_ids", "top_probs", "entropy", "kl_to_final", "next_prob", "target_rank"):
             np.testing.assert_array_equal(getattr(computed.grid, name), getattr(read.grid, name))
         assert read.grid.texts == computed.grid.texts and read.grid.target_id == computed.grid.target_id
     cached = sorted(path.name for path in (workspace / "cache" / "lens").iterdir())

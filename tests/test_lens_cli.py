@@ -35,7 +35,7 @@ def test_lens_json_is_one_object_per_position_with_every_layer(workspace):
         assert [layer["layer"] for layer in layers] == ["embeddings", "layer 0", "layer 1"]
         assert all(len(layer["top"]) == 3 and layer["target_rank"] >= 0 for layer in layers)
         assert layers[-1]["kl_to_final"] == 0
-    assert columns[-1]["layers"][0]["next_rank"] is None  # nothing came after the last position
+    assert columns[-1]["layers"][0]["next_probability"] is None  # nothing came after the last position
 
 
 def test_lens_generate_json_gives_each_position_once_then_the_end(workspace):
@@ -47,7 +47,7 @@ def test_lens_generate_json_gives_each_position_once_then_the_end(workspace):
     assert end["new_tokens"] == 4
     generated = "".join(column["next"]["text"] for column in columns[2:])
     assert generated == end["text"]
-    assert all(column["layers"][-1]["next_rank"] == 0 for column in columns[2:])  # greedy
+    assert all(column["layers"][-1]["top"][0][0] == column["next"]["text"] for column in columns[2:])  # greedy
 
 
 def test_lens_without_a_terminal_prints_the_plain_grid(workspace):

@@ -110,7 +110,6 @@ def lens_column_record(grid: LensGrid, position: int) -> dict[str, Any]:
             ],
             "entropy": float(grid.entropy[row, position]),
             "kl_to_final": float(grid.kl_to_final[row, position]),
-            "next_rank": int(grid.next_rank[row, position]) if known else None,
             "next_probability": float(grid.next_prob[row, position]) if known else None,
         }
         if grid.target_rank is not None:

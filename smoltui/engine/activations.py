@@ -168,7 +168,8 @@ def activation_report(
     """Hidden-state norms, MLP activation statistics and the output distribution of `prompt` (text or ids)."""
     import torch
 
-    from smoltui.engine.lens import LensHead, fit_to_context, prompt_token_ids
+    from smoltui.engine.lens import fit_to_context, prompt_token_ids
+    from smoltui.engine.lens_head import LensHead
     from smoltui.engine.token_text import TokenTexts
 
     if top_k < 1:

@@ -12,14 +12,8 @@ came next and of a chosen target token.
 column per generated token from the residual stream the decoder captures (`TokenGenerated.hidden`), so a
 generation costs one decode step plus the lens of one position per token.
 
-How the head reproduces each family's output exactly (the last row equals softmax(logits)):
-- the final norm: applied to every row; a family without one (OPT built with post-norm blocks, whose block
-  outputs are already normed) gets none. OPT's `project_out` (a smaller word-embedding size) follows it.
-- Gemma's embedding scale (√hidden) is applied before the first block, so row 0 already carries it.
-- the logits: Gemma 2/3 (and any config with `final_logit_softcapping`) are softcapped, tanh(x / c) · c;
-  Cohere's are multiplied by `logit_scale`; Granite's divided by `logits_scaling`.
-- a guard: on every prompt the last row at the last position is compared with the model's own logits, and a
-  model whose output the head does not reproduce is refused with a UserError rather than shown wrong.
+The head (lens_head.py) reproduces each family's output, so the last row equals softmax(logits); the other
+rows may carry bf16 rounding on a CPU where that makes the lens 4x cheaper (`precision`, see there).
 """
 
 from __future__ import annotations
@@ -30,9 +24,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from smoltui.engine.architecture import model_parts
 from smoltui.engine.decode_events import DecodeFinished, PromptTruncated, TokenGenerated
 from smoltui.engine.errors import UserError
+from smoltui.engine.lens_head import LensHead, Precision
+from smoltui.engine.token_text import TokenTexts
 
 if TYPE_CHECKING:
     import threading
@@ -54,7 +49,7 @@ class LensGrid:
 
     Arrays are numpy, cheap to slice for a grid or a chart: `top_ids[row, position, 0]` is a cell's top token,
     `grid.text(id)` its text. Unknown values (the token after the last position, before it is generated) are
-    -1 in id and rank arrays and NaN in probability arrays.
+    -1 in `next_ids` and NaN in `next_prob`.
     """
 
     token_ids: np.ndarray  # (T,) int64: the input token at each position
@@ -63,8 +58,7 @@ class LensGrid:
     top_probs: np.ndarray  # (layers + 1, T, k) float32
     entropy: np.ndarray  # (layers + 1, T) float32, nats
     kl_to_final: np.ndarray  # (layers + 1, T) float32: KL(final ‖ row) in nats, 0 on the last row
-    next_rank: np.ndarray  # (layers + 1, T) int64: rank of the token that came next (0 = top), -1 unknown
-    next_prob: np.ndarray  # (layers + 1, T) float32
+    next_prob: np.ndarray  # (layers + 1, T) float32: probability of the token that came next
     target_id: int | None  # the chosen target token, if any
     target_rank: np.ndarray | None  # (layers + 1, T) int64, None without a target
     target_prob: np.ndarray | None  # (layers + 1, T) float32, None without a target
@@ -104,7 +98,6 @@ class LensGrid:
             top_probs=self.top_probs[:, cut],
             entropy=self.entropy[:, cut],
             kl_to_final=self.kl_to_final[:, cut],
-            next_rank=self.next_rank[:, cut],
             next_prob=self.next_prob[:, cut],
             target_rank=None if self.target_rank is None else self.target_rank[:, cut],
             target_prob=None if self.target_prob is None else self.target_prob[:, cut],
@@ -113,7 +106,7 @@ class LensGrid:
     def extended(self, right: LensGrid) -> LensGrid:
         """This grid with the positions of `right` after it (same model, target and k)."""
         per_position = ("token_ids", "next_ids")
-        per_cell = ("top_ids", "top_probs", "entropy", "kl_to_final", "next_rank", "next_prob")
+        per_cell = ("top_ids", "top_probs", "entropy", "kl_to_final", "next_prob")
         joined = {name: np.concatenate([getattr(self, name), getattr(right, name)]) for name in per_position}
         joined |= {name: np.concatenate([getattr(self, name), getattr(right, name)], axis=1) for name in per_cell}
         if self.target_rank is not None and right.target_rank is not None:
@@ -139,69 +132,8 @@ class TargetToken:
     text: str
 
 
-class LensHead:
-    """The model's own way from a residual-stream row to next-token logits (see the module docstring)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        parts = model_parts(model)
-        config = model.config.get_text_config(decoder=True)
-        self.family = parts.family
-        self.final_norm = parts.final_norm
-        self.project_out = _project_out(model, parts.blocks)
-        self.lm_head = parts.lm_head
-        self.softcap = _number(config, "final_logit_softcapping")
-        self.multiplier = _number(config, "logit_scale")
-        self.divisor = _number(config, "logits_scaling")
-        self.vocab = parts.lm_head.weight.shape[0]
-
-    def logits(self, rows: torch.Tensor) -> torch.Tensor:
-        """Logits (..., vocab) float32 of residual rows (..., hidden), computed in the model's dtype."""
-        import torch
-
-        with torch.inference_mode():
-            hidden = rows if self.final_norm is None else self.final_norm(rows)
-            if self.project_out is not None:
-                hidden = self.project_out(hidden)
-            logits = self.lm_head(hidden).float()
-            if self.softcap is not None:
-                logits = torch.tanh(logits / self.softcap) * self.softcap
-            if self.multiplier is not None:
-                logits = logits * self.multiplier
-            if self.divisor is not None:
-                logits = logits / self.divisor
-            return logits
-
-    def check_reproduces(self, last_row: torch.Tensor, model_logits: torch.Tensor) -> None:
-        """UserError unless the lens of `last_row` (hidden,) gives the model's own `model_logits` (vocab,)."""
-        import torch
-
-        mine = self.logits(last_row)
-        scale = float(model_logits.abs().max()) + 1.0
-        tolerance = 8 * torch.finfo(last_row.dtype).eps * scale
-        if float((mine - model_logits).abs().max()) > tolerance:
-            raise UserError(
-                f"not supported yet: the logit lens of {self.family} does not reproduce the model's own output "
-                "(its logits are transformed in a way smoltui does not know); use another model."
-            )
-
-
-def _project_out(model: nn.Module, blocks: nn.Module) -> nn.Module | None:
-    """OPT's projection from the hidden size to a smaller word-embedding size, beside its blocks."""
-    for module in model.modules():
-        if any(child is blocks for child in module.children()):
-            return getattr(module, "project_out", None)
-    return None
-
-
-def _number(config, name: str) -> float | None:
-    value = getattr(config, name, None)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
 def target_token(tokenizer: PreTrainedTokenizerBase, text: str) -> TargetToken:
     """The one token `text` is, or a UserError (field "target") that says how it splits and what to pass."""
-    from smoltui.engine.token_text import TokenTexts
-
     if not text:
         raise UserError(
             "the target token is empty; pass one token, e.g. ' Paris' with its leading space.", field="target"
@@ -254,20 +186,25 @@ def logit_lens(
     target: int | None = None,
     top_k: int = DEFAULT_TOP_K,
     new_tokens: int = 0,
+    precision: Precision = "auto",
 ) -> LensGrid:
     """The lens grid of `prompt` (text or ids), in one forward pass of the model.
 
     `target` is a token id (see `target_token`). A prompt longer than the context keeps its most recent tokens
     (leaving room for `new_tokens` to come) and says so in `grid.truncation`.
     """
+    head = LensHead(model, precision)
+    _check_options(head, target, top_k)
+    return _prompt_grid(model, head, TokenTexts(tokenizer), tokenizer, prompt, target, top_k, new_tokens)
+
+
+def _prompt_grid(model, head, texts, tokenizer, prompt, target, top_k, new_tokens) -> LensGrid:
     from smoltui.engine.activations import capture_stream
 
-    head = LensHead(model)
-    _check_options(head, target, top_k)
     ids, truncation = fit_to_context(model, prompt_token_ids(tokenizer, prompt), new_tokens)
     capture = capture_stream(model, ids)
     head.check_reproduces(capture.residual[-1, -1], capture.last_logits)
-    grid = lens_of_stream(head, capture.residual, ids, [*ids[1:], -1], tokenizer, target=target, top_k=top_k)
+    grid = lens_of_stream(head, capture.residual, ids, [*ids[1:], -1], texts, target=target, top_k=top_k)
     return replace(grid, truncation=truncation)
 
 
@@ -286,15 +223,16 @@ def lens_of_stream(
     residual: torch.Tensor,
     token_ids: Sequence[int],
     next_ids: Sequence[int],
-    tokenizer: PreTrainedTokenizerBase,
+    texts: TokenTexts,
     *,
     target: int | None,
     top_k: int,
 ) -> LensGrid:
-    """The grid of a residual stream (layers + 1, T, hidden), in chunks of positions that bound the memory."""
-    import torch
+    """The grid of a residual stream (layers + 1, T, hidden), in chunks of positions that bound the memory.
 
-    from smoltui.engine.token_text import TokenTexts
+    `next_ids` holds the token after each position, -1 where it is not known yet.
+    """
+    import torch
 
     rows, positions = residual.shape[:2]
     chunk = max(1, LOGITS_BUDGET // (head.vocab * rows))
@@ -302,12 +240,14 @@ def lens_of_stream(
     with torch.inference_mode():
         parts = [
             _cell_stats(
-                head.logits(residual[:, start : start + chunk]), next_tensor[start : start + chunk], target, top_k
+                head.stream_logits(residual[:, start : start + chunk]),
+                next_tensor[start : start + chunk],
+                target,
+                top_k,
             )
             for start in range(0, positions, chunk)
         ]
     stats = {name: torch.cat([part[name] for part in parts], dim=1).cpu().numpy() for name in parts[0]}
-    texts = TokenTexts(tokenizer)
     every_id = {*token_ids, *next_ids, *np.unique(stats["top_ids"]).tolist()} - {-1}
     if target is not None:
         every_id.add(target)
@@ -318,7 +258,6 @@ def lens_of_stream(
         top_probs=stats["top_probs"],
         entropy=stats["entropy"],
         kl_to_final=stats["kl_to_final"],
-        next_rank=stats["next_rank"],
         next_prob=stats["next_prob"],
         target_id=target,
         target_rank=stats.get("target_rank"),
@@ -330,41 +269,65 @@ def lens_of_stream(
 def _cell_stats(
     logits: torch.Tensor, next_ids: torch.Tensor, target: int | None, top_k: int
 ) -> dict[str, torch.Tensor]:
-    """Per-cell statistics of logits (rows, P, vocab) float32, whose last row is the final layer (overwritten)."""
+    """Per-cell statistics of logits (rows, P, vocab) float32, whose last row is the final layer (overwritten).
+
+    Written for one position per generated token, where it runs once a step over (layers + 1) vocabulary rows:
+    every pass over the logits counts, so the maximum comes from the top-k search, the probabilities are never
+    normalised in place, and only the target token gets a rank (a full comparison pass per row).
+    """
     import torch
 
+    rows, positions, vocab = logits.shape
     stats = {}
-    stats["next_rank"], chosen_next = _rank_and_logit(logits, next_ids)
+    chosen_next = logits.gather(-1, next_ids.clamp_min(0).expand(rows, -1)[..., None])[..., 0]  # (rows, P)
     if target is not None:
-        stats["target_rank"], chosen_target = _rank_and_logit(logits, torch.full_like(next_ids, target))
+        chosen_target = logits[..., target].clone()  # (rows, P), kept from the in-place shift below
+        stats["target_rank"] = (logits > chosen_target[..., None]).sum(-1)  # tokens scoring strictly higher
+    flat = logits.view(rows * positions, vocab)
+    top_logits, top_ids = _row_top_k(flat, min(top_k, vocab))  # (rows P, k), largest first
     # Shifted so that each row's largest logit is 0: log Z and the expectations below stay small, and the
     # entropy and KL (differences of them) keep their precision in float32.
-    top = logits.amax(dim=-1, keepdim=True)  # (rows, P, 1)
-    shifted = logits.sub_(top)  # (rows, P, vocab), <= 0
-    probs = torch.exp(shifted)
-    total = probs.sum(dim=-1)  # (rows, P)
-    probs /= total[..., None]
-    log_z = torch.log(total)  # (rows, P), of the shifted logits
-    # entropy = log Z - E_p[x]; KL(final ‖ row) = E_f[x_f - log Z_f] - E_f[x_row - log Z_row]
-    stats["entropy"] = (log_z - torch.linalg.vecdot(probs, shifted)).clamp_min(0.0)
-    cross = torch.einsum("rpv,pv->rp", shifted, probs[-1]) - log_z  # (rows, P)
-    stats["kl_to_final"] = (cross[-1] - cross).clamp_min(0.0)
-    top_shifted, stats["top_ids"] = torch.topk(shifted, min(top_k, shifted.shape[-1]), dim=-1)  # (rows, P, k)
-    stats["top_probs"] = torch.exp(top_shifted - log_z[..., None])
+    top = top_logits[:, :1]  # (rows P, 1)
+    shifted = flat.sub_(top)  # (rows P, vocab), <= 0
+    weights = torch.exp(shifted)  # unnormalised probabilities
+    total = weights.sum(dim=-1)  # (rows P,)
+    log_z = torch.log(total)  # of the shifted logits
+    # entropy = log Z - E_p[x]
+    expected = torch.linalg.vecdot(weights, shifted) / total  # (rows P,)
+    stats["entropy"] = (log_z - expected).clamp_min(0.0).view(rows, positions)
+    # KL(final ‖ row) = E_f[x_f - log Z_f] - E_f[x_row - log Z_row]
+    final = weights.view(rows, positions, vocab)[-1] / total.view(rows, positions)[-1, :, None]  # (P, vocab)
+    shifted = shifted.view(rows, positions, vocab)
+    cross = torch.bmm(shifted.transpose(0, 1), final[:, :, None])[..., 0].t() - log_z.view(rows, positions)
+    stats["kl_to_final"] = (cross[-1] - cross).clamp_min(0.0)  # (rows, P)
+    stats["top_ids"] = top_ids.view(rows, positions, -1)
+    stats["top_probs"] = torch.exp(top_logits - top - log_z[:, None]).view(rows, positions, -1)
+    shift = (top[:, 0] + log_z).view(rows, positions)  # log-probability = logit - shift
     known = next_ids >= 0  # (P,)
-    stats["next_prob"] = torch.exp(chosen_next - top[..., 0] - log_z).where(known, float("nan"))
+    stats["next_prob"] = torch.exp(chosen_next - shift).where(known, float("nan"))
     if target is not None:
-        stats["target_prob"] = torch.exp(chosen_target - top[..., 0] - log_z)
+        stats["target_prob"] = torch.exp(chosen_target - shift)
     return stats
 
 
-def _rank_and_logit(logits: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank (how many tokens score strictly higher; -1 where the id is -1, not known yet) and logit of
-    token_ids (P,) in every row of logits (rows, P, vocab)."""
-    index = token_ids.clamp_min(0).expand(logits.shape[0], -1)[..., None]  # (rows, P, 1)
-    chosen = logits.gather(-1, index)  # (rows, P, 1)
-    rank = (logits > chosen).sum(-1)  # (rows, P)
-    return rank.where(token_ids >= 0, -1), chosen[..., 0]
+def _row_top_k(values: torch.Tensor, k: int, width: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """`torch.topk(values, k, dim=-1)` for rows (n, vocab), in two cheap passes (as token_stats.top_k does for
+    one row): the k largest entries all lie in the blocks of `width` whose maxima are the k largest."""
+    import torch
+
+    n, vocab = values.shape
+    blocks = vocab // width
+    if blocks <= k:
+        return torch.topk(values, k, dim=-1)
+    block_max = values[:, : blocks * width].view(n, blocks, width).amax(dim=-1)  # (n, blocks)
+    best = torch.topk(block_max, k, dim=-1).indices  # (n, k)
+    offsets = torch.arange(width, device=values.device)
+    candidates = (best[:, :, None] * width + offsets).view(n, k * width)
+    if vocab > blocks * width:
+        tail = torch.arange(blocks * width, vocab, device=values.device).expand(n, -1)
+        candidates = torch.cat([candidates, tail], dim=1)
+    top_values, at = torch.topk(values.gather(1, candidates), k, dim=-1)
+    return top_values, candidates.gather(1, at)
 
 
 def lens_while_generating(
@@ -379,6 +342,7 @@ def lens_while_generating(
     seed: int | None = None,
     stop_at_eos: bool = True,
     should_stop: Callable[[], bool] | threading.Event | None = None,
+    precision: Precision = "auto",
 ) -> Iterator[LensEvent]:
     """Generate after `prompt` (greedy unless `sampling` says otherwise), growing the lens grid as it goes.
 
@@ -390,7 +354,7 @@ def lens_while_generating(
     """
     if max_new_tokens < 1:
         raise UserError("the number of tokens to generate must be at least 1; raise it.", field="generate")
-    head = LensHead(model)
+    head = LensHead(model, precision)
     _check_options(head, target, top_k)
     return _lens_while_generating(
         model, tokenizer, prompt, head, max_new_tokens=max_new_tokens, target=target, top_k=top_k,
@@ -403,7 +367,8 @@ def _lens_while_generating(
 ) -> Iterator[LensEvent]:
     from smoltui.engine.decoder import decode
 
-    grid = logit_lens(model, tokenizer, prompt, target=target, top_k=top_k, new_tokens=max_new_tokens)
+    texts = TokenTexts(tokenizer)
+    grid = _prompt_grid(model, head, texts, tokenizer, prompt, target, top_k, max_new_tokens)
     if grid.truncation is not None:
         yield grid.truncation
     yield LensGrown(grid, None)
@@ -426,9 +391,7 @@ def _lens_while_generating(
                 previous = ids[-1]
                 ids.append(event.token_id)
                 residual = event.hidden[:, None]  # (layers + 1, 1, hidden): the position that chose this token
-                column = lens_of_stream(
-                    head, residual, [previous], [event.token_id], tokenizer, target=target, top_k=top_k
-                )
+                column = lens_of_stream(head, residual, [previous], [event.token_id], texts, target=target, top_k=top_k)
                 kept = grid.columns(0, -1) if event.index == 0 else grid
                 grid = kept.extended(column)
                 yield LensGrown(grid, event)

@@ -114,7 +114,7 @@ def _cache_key(folder: Path, prompt: str, target: str | None, top_k: int, dtype:
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
-_ARRAYS = ("token_ids", "next_ids", "top_ids", "top_probs", "entropy", "kl_to_final", "next_rank", "next_prob")
+_ARRAYS = ("token_ids", "next_ids", "top_ids", "top_probs", "entropy", "kl_to_final", "next_prob")
 
 
 def _write_grid(path: Path, grid: LensGrid) -> None:

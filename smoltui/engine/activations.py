@@ -147,7 +147,7 @@ class _MlpRecorder:
     def stats(self) -> MlpStats:
         import torch
 
-        mean, std, absmax, active = (torch.stack(column).numpy() for column in zip(*self.rows, strict=True))
+        mean, std, absmax, active = (torch.stack(column).cpu().numpy() for column in zip(*self.rows, strict=True))
         return MlpStats(mean=mean, std=std, absmax=absmax, active_fraction=active)
 
 
@@ -168,7 +168,8 @@ def activation_report(
     """Hidden-state norms, MLP activation statistics and the output distribution of `prompt` (text or ids)."""
     import torch
 
-    from smoltui.engine.lens import fit_to_context, prompt_token_ids
+    from smoltui.engine.inspect_prompt import fit_to_context, prompt_token_ids
+    from smoltui.engine.lens import LOGITS_BUDGET
     from smoltui.engine.lens_head import LensHead
     from smoltui.engine.token_text import TokenTexts
 
@@ -176,22 +177,35 @@ def activation_report(
         raise UserError("the number of top tokens must be at least 1; raise --top.", field="top")
     ids, truncation = fit_to_context(model, prompt_token_ids(tokenizer, prompt))
     capture = capture_stream(model, ids, mlp=True)
+    head = LensHead(model, "exact")
+    head.check_reproduces(capture.residual[-1, -1], capture.last_logits)
+    final = capture.residual[-1]  # (T, hidden)
+    chunk = max(1, LOGITS_BUDGET // head.vocab)
     with torch.inference_mode():
         residual_norm = torch.linalg.vector_norm(capture.residual.float(), dim=-1)  # (layers + 1, T)
-        logits = LensHead(model).logits(capture.residual[-1])  # (T, vocab)
-        logprobs = torch.log_softmax(logits, dim=-1)
-        entropy = -(logprobs.exp() * logprobs.clamp_min(torch.finfo(logprobs.dtype).min)).sum(-1)  # (T,)
-        top_logprobs, top_ids = torch.topk(logprobs, min(top_k, logprobs.shape[-1]), dim=-1)  # (T, k)
+        parts = [_output_distribution(head.logits(final[start : start + chunk]), top_k) for start in
+                 range(0, final.shape[0], chunk)]  # fmt: skip
+        top_logprobs, top_ids, entropy = (torch.cat(column) for column in zip(*parts, strict=True))
     texts = TokenTexts(tokenizer)
     every_id = {*ids, *top_ids.flatten().tolist()}
     return Activations(
         token_ids=np.asarray(ids, dtype=np.int64),
         tokens=tuple(texts.get(token) for token in ids),
-        residual_norm=residual_norm.numpy(),
+        residual_norm=residual_norm.cpu().numpy(),
         mlp=capture.mlp,
-        output_top_ids=top_ids.numpy(),
-        output_top_probs=top_logprobs.exp().numpy(),
-        output_entropy=entropy.numpy(),
+        output_top_ids=top_ids.cpu().numpy(),
+        output_top_probs=top_logprobs.exp().cpu().numpy(),
+        output_entropy=entropy.cpu().numpy(),
         texts={token: texts.get(token) for token in every_id},
         truncation=truncation,
     )
+
+
+def _output_distribution(logits: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k log-probabilities and ids (P, k), and the entropy (P,), of logits (P, vocab)."""
+    import torch
+
+    logprobs = torch.log_softmax(logits, dim=-1)
+    entropy = -(logprobs.exp() * logprobs.clamp_min(torch.finfo(logprobs.dtype).min)).sum(-1)  # (P,)
+    top_logprobs, top_ids = torch.topk(logprobs, min(top_k, logprobs.shape[-1]), dim=-1)  # (P, k)
+    return top_logprobs, top_ids, entropy

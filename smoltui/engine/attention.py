@@ -86,7 +86,7 @@ def attention_maps(
     """
     import torch
 
-    from smoltui.engine.lens import fit_to_context, prompt_token_ids
+    from smoltui.engine.inspect_prompt import fit_to_context, prompt_token_ids
     from smoltui.engine.token_text import TokenTexts
 
     parts = model_parts(model)

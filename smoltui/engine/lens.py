@@ -5,8 +5,8 @@ the LM head and whatever the family does to its logits. A `LensGrid` holds the r
 stream (row 0 the embeddings as the first block sees them, row i the output of block i - 1, the last row the
 final block's output, whose distribution is the model's own), columns are positions (the distribution at
 position p predicts the token at p + 1). Per cell: the top-k tokens and probabilities, the entropy, the KL
-divergence KL(final ‖ layer) to the final layer's distribution, and the rank and probability of the token that
-came next and of a chosen target token.
+divergence KL(final ‖ layer) to the final layer's distribution, the probability of the token that came next,
+and the rank and probability of a chosen target token.
 
 `logit_lens` computes the grid of a prompt in one forward pass; `lens_while_generating` then grows it by one
 column per generated token from the residual stream the decoder captures (`TokenGenerated.hidden`), so a
@@ -26,6 +26,7 @@ import numpy as np
 
 from smoltui.engine.decode_events import DecodeFinished, PromptTruncated, TokenGenerated
 from smoltui.engine.errors import UserError
+from smoltui.engine.inspect_prompt import fit_to_context, prompt_token_ids
 from smoltui.engine.lens_head import LensHead, Precision
 from smoltui.engine.token_text import TokenTexts
 
@@ -150,32 +151,6 @@ def target_token(tokenizer: PreTrainedTokenizerBase, text: str) -> TargetToken:
         f"such as {hint}.",
         field="target",
     )
-
-
-def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[int]) -> list[int]:
-    """The ids of `prompt` (text through the tokenizer, as the Sample screen does, or ids as they are)."""
-    ids = list(tokenizer(prompt)["input_ids"]) if isinstance(prompt, str) else [int(token) for token in prompt]
-    if ids:
-        return ids
-    if tokenizer.bos_token_id is not None:
-        return [tokenizer.bos_token_id]
-    raise UserError("the prompt is empty and this tokenizer has no start token; type a prompt.", field="prompt")
-
-
-def fit_to_context(model: nn.Module, ids: list[int], new_tokens: int = 0) -> tuple[list[int], PromptTruncated | None]:
-    """The prompt's most recent tokens that fit the context, leaving room for `new_tokens` as the decoder does."""
-    from smoltui.engine.decoder import _fit_prompt, context_length
-
-    context = context_length(model)
-    if new_tokens:
-        return _fit_prompt(ids, context, new_tokens)
-    if context is None or len(ids) <= context:
-        return ids, None
-    message = (
-        f"The prompt has {len(ids)} tokens but this model reads {context} at most, so only its last {context} "
-        "were kept."
-    )
-    return ids[-context:], PromptTruncated(kept_tokens=context, dropped_tokens=len(ids) - context, message=message)
 
 
 def logit_lens(

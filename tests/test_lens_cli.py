@@ -161,3 +161,10 @@ def test_the_coloured_lens_grid_marks_the_cells_whose_top_token_came_next(worksp
     for row, line in zip(range(grid.rows - 1, -1, -1), lines[1:-1], strict=True):
         marked = [("underline" in str(span.style)) for span in line.spans if "on #" in str(span.style)]
         assert marked == grid.top_is_next[row, -shown:].tolist()
+
+
+def test_a_prompt_longer_than_the_context_is_cut_with_a_note(workspace):
+    result = run("lens", "tiny", "--prompt", "ab" * 50, "--json")  # the tiny preset reads 64 characters
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 64
+    assert "note: The prompt has 100 tokens but this model reads 64 at most" in result.stderr

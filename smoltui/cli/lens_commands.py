@@ -37,7 +37,9 @@ def lens(
         str | None,
         typer.Option("--target", help="A token whose rank every layer gives (e.g. ' Paris').", metavar="TOKEN"),
     ] = None,
-    top: Annotated[int, typer.Option("--top", help="Top tokens per cell in --json (default 5).", metavar="K")] = 5,
+    top: Annotated[
+        int, typer.Option("--top", help="Top tokens per cell in --json (default 5).", metavar="K", show_default=False)
+    ] = 5,
     checkpoints: Annotated[
         bool, typer.Option("--checkpoints", help="One grid per checkpoint of a run:<id> source.")
     ] = False,
@@ -170,7 +172,9 @@ def _note(truncation) -> None:
 def attention(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     prompt: PromptOption,
-    layer: Annotated[int, typer.Option("--layer", help="The layer (block index, default 0).", metavar="L")] = 0,
+    layer: Annotated[
+        int, typer.Option("--layer", help="The layer (block index, default 0).", metavar="L", show_default=False)
+    ] = 0,
     head: Annotated[
         int | None, typer.Option("--head", help="One head (default: the average of all heads).", metavar="H")
     ] = None,

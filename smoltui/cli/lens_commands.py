@@ -31,7 +31,13 @@ def lens(
     prompt: PromptOption,
     generate: Annotated[
         int,
-        typer.Option("--generate", help="Generate this many tokens (greedy), one new column each.", metavar="N", min=0),
+        typer.Option(
+            "--generate",
+            help="Generate this many tokens (greedy), one new column each (default 0: none).",
+            metavar="N",
+            min=0,
+            show_default=False,
+        ),
     ] = 0,
     target: Annotated[
         str | None,

@@ -1,0 +1,211 @@
+"""How `smoltui lens` and `smoltui attention` draw in a terminal: the lens grid and the attention heatmap as rich
+Text lines (coloured for a terminal, plain for a pipe), and both as JSON records for scripts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from smoltui.formatting import PROBABILITY_BANDS, probability_colour
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from smoltui.engine.attention import AttentionMaps
+    from smoltui.engine.lens import LensGrid
+
+CELL = 8  # characters per position in the lens grid: up to 6 of the token, a mark, a space
+LABEL = 12  # the row labels' column ("embeddings", "layer 29")
+RANK = 8  # the target's rank column
+# The heatmap's colour scale over √weight (a weight of 1/T still shows on a long prompt): dark blue to yellow.
+HEAT_STOPS = ((0.0, (20, 24, 82)), (0.35, (33, 120, 150)), (0.7, (94, 201, 98)), (1.0, (253, 231, 37)))
+SHADES = " ░▒▓█"  # the heatmap without colour: one character per cell, darkest first
+
+
+def visible(text: str) -> str:
+    """A token's text with its invisible characters drawn: newline ↵, tab ⇥, carriage return ␍, others ·."""
+    drawn = text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+    return "".join(char if char.isprintable() else "·" for char in drawn)
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# -- the lens grid ------------------------------------------------------------------------------------------
+
+
+def lens_lines(grid: LensGrid, width: int, *, colour: bool) -> list[Text]:
+    """The grid as lines: the next tokens on top, then the final layer down to the embeddings, then the input
+    tokens. Each cell is its top token, its background the probability (colour), marked where it is the token
+    that came next (underlined, or a `*` without colour). Only the last positions that fit `width` are drawn."""
+    from rich.text import Text
+
+    rank_width = RANK if grid.target_id is not None else 0
+    fits = max(1, (width - LABEL - rank_width) // CELL)
+    start = max(0, grid.positions - fits)
+    shown = grid.columns(start)
+    hits = shown.top_is_next
+
+    def tokens_line(label: str, ids, style: str) -> Text:
+        line = Text(label.ljust(LABEL))
+        line.stylize("bold")
+        for token in ids:
+            line.append(_fit(visible(grid.text(token)), CELL - 2).ljust(CELL) if token >= 0 else " " * CELL, style)
+        return line
+
+    lines = [tokens_line("next", shown.next_ids, "dim")]
+    if grid.target_id is not None:
+        lines[0].append("target".rjust(RANK), "bold")
+    for row in reversed(range(grid.rows)):
+        line = Text(grid.row_label(row).ljust(LABEL))
+        line.stylize("bold")
+        for position in range(shown.positions):
+            token, probability = shown.top_ids[row, position, 0], float(shown.top_probs[row, position, 0])
+            text = _fit(visible(grid.text(token)), CELL - 2)
+            if colour:
+                style = f"black on {probability_colour(probability)}" + (
+                    " bold underline" if hits[row, position] else ""
+                )
+                line.append(text.ljust(CELL - 1), style)
+                line.append(" ")
+            else:
+                line.append((text + ("*" if hits[row, position] else "")).ljust(CELL))
+        if grid.target_rank is not None:
+            line.append(f"{int(grid.target_rank[row, -1]):>{RANK},}")
+        lines.append(line)
+    lines.append(tokens_line("input", shown.token_ids, "dim"))
+    return lines
+
+
+def lens_caption(grid: LensGrid, width: int, *, colour: bool) -> str:
+    """One line under the grid: what is drawn, what the marks mean, and the probability scale."""
+    fits = max(1, (width - LABEL - (RANK if grid.target_id is not None else 0)) // CELL)
+    parts = []
+    if grid.positions > fits:
+        parts.append(f"the last {fits} of {grid.positions} positions")
+    parts.append("underlined: the top token came next" if colour else "*: the top token came next")
+    if grid.target_id is not None:
+        parts.append(f"target: rank of {grid.text(grid.target_id)!r} at the last position")
+    if colour:
+        parts.append("probability: " + "  ".join(f"[{shade}]■[/] {label}" for _, shade, label in PROBABILITY_BANDS))
+    return "; ".join(parts)
+
+
+def lens_column_record(grid: LensGrid, position: int) -> dict[str, Any]:
+    """One position of the grid as JSON: its token, the token after it, and every layer's view of it."""
+
+    def token(token_id: int) -> dict[str, Any] | None:
+        return None if token_id < 0 else {"id": int(token_id), "text": grid.text(token_id)}
+
+    layers = []
+    for row in range(grid.rows):
+        known = grid.next_ids[position] >= 0
+        record = {
+            "layer": grid.row_label(row),
+            "top": [
+                [grid.text(t), float(p)]
+                for t, p in zip(grid.top_ids[row, position], grid.top_probs[row, position], strict=True)
+            ],
+            "entropy": float(grid.entropy[row, position]),
+            "kl_to_final": float(grid.kl_to_final[row, position]),
+            "next_probability": float(grid.next_prob[row, position]) if known else None,
+        }
+        if grid.target_rank is not None:
+            record["target_rank"] = int(grid.target_rank[row, position])
+            record["target_probability"] = float(grid.target_prob[row, position])
+        layers.append(record)
+    return {
+        "position": position,
+        "token": token(grid.token_ids[position]),
+        "next": token(grid.next_ids[position]),
+        "layers": layers,
+    }
+
+
+# -- the attention heatmap ----------------------------------------------------------------------------------
+
+
+def heat_colour(value: float) -> str:
+    """The colour of `value` in 0..1 on HEAT_STOPS, as rich's "#rrggbb"."""
+    value = min(1.0, max(0.0, value))
+    for (low, low_rgb), (high, high_rgb) in zip(HEAT_STOPS, HEAT_STOPS[1:], strict=False):
+        if value <= high:
+            share = (value - low) / (high - low)
+            red, green, blue = (round(a + (b - a) * share) for a, b in zip(low_rgb, high_rgb, strict=True))
+            return f"#{red:02x}{green:02x}{blue:02x}"
+    raise AssertionError("unreachable: the last stop is 1.0")
+
+
+def heatmap_lines(matrix: np.ndarray, tokens: tuple[str, ...], width: int, *, colour: bool) -> list[Text]:
+    """A (T, T) attention matrix (query rows, key columns) as lines of text.
+
+    With colour: half-block characters, two query rows per line (the upper half the even row, the lower the
+    odd), one column per key; without: one shade character per cell, one query per line. Keys are labelled
+    above, written downwards; queries on the left. The last keys that fit `width` are drawn (with their
+    queries).
+    """
+    from rich.text import Text
+
+    label_width = 14
+    count = len(tokens)
+    keep = max(1, min(count, width - label_width))
+    matrix, first = matrix[-keep:, -keep:], count - keep
+    shown = [visible(token).replace(" ", "·") for token in tokens[first:]]
+    shade = np.sqrt(matrix)  # (T, T) in 0..1
+    lines = []
+    for depth in range(min(6, max(len(token) for token in shown))):
+        line = Text(" " * label_width, style="dim")
+        line.append("".join(token[depth] if depth < len(token) else " " for token in shown), "dim")
+        lines.append(line)
+    step = 2 if colour else 1
+    for query in range(0, keep, step):
+        names = [f"{first + q}:{_fit(shown[q], 4)}" for q in range(query, min(query + step, keep))]
+        line = Text(_fit(" ".join(names), label_width - 1).ljust(label_width))
+        line.stylize("dim")
+        for key in range(keep):
+            upper = float(shade[query, key])
+            if not colour:
+                line.append(SHADES[min(len(SHADES) - 1, int(upper * len(SHADES)))])
+            elif query + 1 < keep:
+                line.append("▀", f"{heat_colour(upper)} on {heat_colour(float(shade[query + 1, key]))}")
+            else:
+                line.append("▀", heat_colour(upper))
+        lines.append(line)
+    return lines
+
+
+def heat_legend(*, colour: bool) -> Text:
+    """The colour (or shade) scale, weight 0 to 1 on a square-root scale, with the weights at its quarters."""
+    from rich.text import Text
+
+    legend = Text("weight: 0 ")
+    if colour:
+        for index in range(16):
+            legend.append(" ", f"on {heat_colour(index / 15)}")
+    else:
+        legend.append(SHADES[1:])
+    legend.append(" 1 on a square-root scale (halfway is 0.25)")
+    return legend
+
+
+def attention_record(maps: AttentionMaps, layer: int, head: int | None) -> dict[str, Any]:
+    """One layer's weights as JSON: every head (or the one asked for) and the head average, with entropies."""
+    weights = maps.layer(layer)  # (heads, T, T)
+    index = maps.layers.index(layer)
+    heads = range(maps.heads) if head is None else [head]
+    return {
+        "tokens": [{"id": int(t), "text": text} for t, text in zip(maps.token_ids.tolist(), maps.tokens, strict=True)],
+        "layer": layer,
+        "heads": [
+            {
+                "head": h,
+                "weights": weights[h].round(6).tolist(),
+                "entropy": maps.entropy[index, h].round(6).tolist(),
+                "mean_entropy": float(maps.head_entropy[index, h]),
+            }
+            for h in heads
+        ],
+        "average": maps.head_average[index].round(6).tolist(),
+    }

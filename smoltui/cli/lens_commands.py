@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from smoltui.cli import WorkspaceOption, app, console, error_console, reports_user_errors
-from smoltui.cli.sample_commands import SOURCE_HELP, _load
+from smoltui.cli.sample_commands import SOURCE_HELP, load_with_status
 from smoltui.engine.errors import UserError
 
 DeviceOption = Annotated[
@@ -62,7 +62,7 @@ def lens(
         return
     from smoltui.engine.lens import lens_while_generating, logit_lens, target_token
 
-    loaded = _load(source, device, dtype, workspace)
+    loaded = load_with_status(source, device, dtype, workspace)
     target_id = target_token(loaded.tokenizer, target).token_id if target is not None else None
     if not generate:
         grid = logit_lens(loaded.model, loaded.tokenizer, prompt, target=target_id, top_k=top)
@@ -193,7 +193,7 @@ def attention(
     from smoltui.cli.lens_views import attention_record, heat_legend, heatmap_lines
     from smoltui.engine.attention import attention_maps, check_layer_and_head
 
-    loaded = _load(source, device, dtype, workspace)
+    loaded = load_with_status(source, device, dtype, workspace)
     check_layer_and_head(loaded.model, layer, head)
     maps = attention_maps(loaded.model, loaded.tokenizer, prompt, layers=[layer])
     _note(maps.truncation)

@@ -92,7 +92,7 @@ def sample(
     from smoltui.engine.decoder import DecodeFinished, PromptTruncated, TokenGenerated, decode, eos_token_ids
     from smoltui.engine.session import prompt_ids, schema_constraint
 
-    loaded = _load(source, device, dtype, workspace)
+    loaded = load_with_status(source, device, dtype, workspace)
     settings = sampler_settings(preset, options, loaded.tokenizer)
     notes: list[Any] = []
     messages = [{"role": "user", "content": prompt}] if chat else None
@@ -274,7 +274,7 @@ def score(
         content = text.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{text} is not UTF-8 text; pass a text file.", field="text") from None
-    loaded = _load(source, device, dtype, workspace)
+    loaded = load_with_status(source, device, dtype, workspace)
     result = score_text(loaded.model, loaded.tokenizer, content)
     if as_json:
         for token in result.tokens:
@@ -286,7 +286,8 @@ def score(
     )
 
 
-def _load(source: str, device: str, dtype: str, workspace: Path | None):
+def load_with_status(source: str, device: str, dtype: str, workspace: Path | None):
+    """load_model with its steps on a status line (no transformers progress bars), for the model commands."""
     from transformers.utils import logging as hf_logging
 
     from smoltui.engine.models import load_model

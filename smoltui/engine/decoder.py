@@ -108,7 +108,7 @@ def _decode(
     import torch
 
     context = context_length(model)
-    prompt, truncation = _fit_prompt(prompt, context, max_new_tokens)
+    prompt, truncation = fit_prompt(prompt, context, max_new_tokens)
     if truncation is not None:
         yield truncation
     if stop_requested():
@@ -326,7 +326,7 @@ def _prompt_list(prompt_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) 
     raise UserError("the prompt is empty and this tokenizer has no start token; type a prompt.", field="prompt")
 
 
-def _fit_prompt(
+def fit_prompt(
     prompt: list[int], context: int | None, max_new_tokens: int
 ) -> tuple[list[int], PromptTruncated | None]:
     """The prompt's most recent tokens that leave room to answer, keeping at least half the context for it."""

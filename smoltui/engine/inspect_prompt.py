@@ -25,7 +25,7 @@ def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, prompt: str | Sequence[
 
 def fit_to_context(model: nn.Module, ids: list[int], new_tokens: int = 0) -> tuple[list[int], PromptTruncated | None]:
     """The prompt's most recent tokens that fit the context, leaving room for `new_tokens` as the decoder does."""
-    from smoltui.engine.decoder import fit_prompt, context_length
+    from smoltui.engine.decoder import context_length, fit_prompt
 
     context = context_length(model)
     if new_tokens:

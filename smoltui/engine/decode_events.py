@@ -60,6 +60,9 @@ class TokenGenerated:
     # hidden): the first block's input, then every block's output. Final norm and LM head on the last row give
     # this token's raw logits.
     hidden: torch.Tensor | None = None
+    # With capture_hidden too: the raw logits (vocab,) float32 this token was chosen from, so a logit lens need
+    # not compute the final layer's row again.
+    logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

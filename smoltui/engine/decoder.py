@@ -152,7 +152,7 @@ def _decode(
                     )
                     for token, raw, forced, processed in steps
                 ]
-            for (token, token_stats, top_sampled), (_, _, forced, _) in zip(stats, steps, strict=True):
+            for (token, token_stats, top_sampled), (_, raw, forced, _) in zip(stats, steps, strict=True):
                 chooser.observe(token)
                 if constraint is not None:
                     constraint.consume(token)
@@ -169,6 +169,7 @@ def _decode(
                     top_sampled=token_stats.top if top_sampled is None else top_sampled,
                     forced=forced,
                     hidden=hidden,
+                    logits=raw.float().clone() if capture_hidden else None,
                 )
                 if token in eos:
                     stop_reason = "eos"

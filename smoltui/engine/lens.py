@@ -202,10 +202,12 @@ def lens_of_stream(
     *,
     target: int | None,
     top_k: int,
+    final_logits: torch.Tensor | None = None,
 ) -> LensGrid:
     """The grid of a residual stream (layers + 1, T, hidden), in chunks of positions that bound the memory.
 
-    `next_ids` holds the token after each position, -1 where it is not known yet.
+    `next_ids` holds the token after each position, -1 where it is not known yet; `final_logits` (T, vocab), the
+    model's own output where the caller has it (the decoder does), spares computing the final row again.
     """
     import torch
 
@@ -215,7 +217,10 @@ def lens_of_stream(
     with torch.inference_mode():
         parts = [
             _cell_stats(
-                head.stream_logits(residual[:, start : start + chunk]),
+                head.stream_logits(
+                    residual[:, start : start + chunk],
+                    None if final_logits is None else final_logits[start : start + chunk],
+                ),
                 next_tensor[start : start + chunk],
                 target,
                 top_k,
@@ -366,7 +371,10 @@ def _lens_while_generating(
                 previous = ids[-1]
                 ids.append(event.token_id)
                 residual = event.hidden[:, None]  # (layers + 1, 1, hidden): the position that chose this token
-                column = lens_of_stream(head, residual, [previous], [event.token_id], texts, target=target, top_k=top_k)
+                column = lens_of_stream(
+                    head, residual, [previous], [event.token_id], texts, target=target, top_k=top_k,
+                    final_logits=event.logits[None],  # the decoder's own logits: the final row costs nothing
+                )  # fmt: skip
                 kept = grid.columns(0, -1) if event.index == 0 else grid
                 grid = kept.extended(column)
                 yield LensGrown(grid, event)

@@ -59,17 +59,23 @@ class LensHead:
         with torch.inference_mode():
             return self._transformed(self.lm_head(self._before_head(rows)).float())
 
-    def stream_logits(self, residual: torch.Tensor) -> torch.Tensor:
+    def stream_logits(self, residual: torch.Tensor, final_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (rows, P, vocab) float32 of a residual stream (rows, P, hidden) whose last row is the final
-        layer's: that row in the model's dtype, the others at the head's precision."""
+        layer's: that row in the model's dtype (or `final_logits` (P, vocab), the model's own, where the caller
+        has them already), the others at the head's precision."""
         import torch
 
-        if self.bf16_weight is None or residual.shape[0] == 1:
+        if final_logits is None and (self.bf16_weight is None or residual.shape[0] == 1):
             return self.logits(residual)
         with torch.inference_mode():
             rows, positions = residual.shape[:2]
             logits = torch.empty(rows, positions, self.vocab, dtype=torch.float32, device=residual.device)
-            logits[-1] = self.logits(residual[-1])
+            logits[-1] = self.logits(residual[-1]) if final_logits is None else final_logits[:, : self.vocab]
+            if rows == 1:
+                return logits
+            if self.bf16_weight is None:
+                logits[:-1] = self.logits(residual[:-1])
+                return logits
             hidden = self._before_head(residual[:-1]).to(torch.bfloat16)  # (rows - 1, P, hidden)
             product = torch.mm(hidden.reshape(-1, hidden.shape[-1]), self.bf16_weight)  # ((rows - 1) P, vocab)
             logits[:-1] = product.view(rows - 1, positions, self.vocab)

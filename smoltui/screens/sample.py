@@ -1,0 +1,623 @@
+"""Sample: chat with the session's model or let it complete a text, watch each token's probability and its
+alternatives, tune the samplers, compare two models (A/B and the surprise diff) and ask for JSON.
+
+Generation is a job of the model session; its tokens come back as SessionUpdated messages (one per token) that
+are only queued here and shown in batches at STREAM_FPS (sample_stream), so the screen never slows the decoder.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import ClassVar
+
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import ContentSwitcher, Input, Label, Static
+
+from smoltui.engine.bundled import bundled_models
+from smoltui.engine.chat import ChatPrompt
+from smoltui.engine.decode_events import DecodeFinished, PromptTruncated, TokenGenerated
+from smoltui.engine.errors import UserError
+from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed, JobStarted
+from smoltui.messages import SessionUpdated
+from smoltui.screens.base import SmolScreen, model_name
+from smoltui.screens.sample_jobs import SecondModel, SecondModelReady, SurpriseDiff, surprise_diff_work
+from smoltui.screens.sample_stream import Column, StreamBuffer, measure_of
+from smoltui.widgets.line_chart import LineChart
+from smoltui.widgets.model_source import ModelSourceInput
+from smoltui.widgets.sampler_form import SamplerForm
+from smoltui.widgets.token_details import diff_colour, diff_legend, diff_panel, probability_legend, token_panel
+from smoltui.widgets.token_view import TokenView
+from smoltui.widgets.worker_errors import describe_error, report_error
+
+STREAM_FPS = 15  # how often streamed tokens are put on screen: smooth to the eye, one repaint per batch
+BUNDLED = "smollm2-135m-instruct"
+NARROW_WIDTH = 100
+CURSOR_KEYS = "Move the token cursor (with shift: ten tokens)"
+GENERATE_HELP = "Send the message (chat) or complete the prompt; enter in the prompt does it too"
+AB_HELP = "Send the prompt to the session's model (A) and to model B side by side, with the same settings and seed"
+DIFF_HELP = "Surprise diff: shade each token of the answer (or of a typed text) by how much likelier model B finds it"
+MEASURE_HELP = "The sparkline: each token's entropy, or its surprise (−log p)"
+TOKEN_HELP = "A cursor over the tokens: each one's top 20 alternatives before and after the samplers, its entropy"
+TYPING_ACTIONS = {"generate", "stop", "leave_field"}  # what keys do while a field has the keyboard
+MEASURE_TITLES = {"entropy": "entropy per token (nats)", "surprise": "surprise −log p per token (nats)"}
+PROMPT_TITLES = {
+    "chat": ("Message · enter sends it", "a message to the model"),
+    "completion": ("Prompt · enter completes it", "a text for the model to continue"),
+    "diff": ("Text to compare · enter scores it under A and B", "a text to score under both models"),
+}
+
+
+class SampleScreen(SmolScreen):
+    """Generate from the session's model, token by token, and look at every token's alternatives."""
+
+    MODE = "sample"
+    AUTO_FOCUS = "#single"  # not the prompt: number keys still switch screens until i (or a click) starts typing
+    BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
+        Binding("ctrl+s", "generate", "Generate", tooltip=GENERATE_HELP),
+        Binding("escape", "stop", "Stop", tooltip="Stop generating now (what came so far stays)"),
+        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        Binding("c", "toggle_chat", "Chat/text", tooltip="Chat through the model's chat template, or complete text"),
+        Binding("n", "new_conversation", "New chat", tooltip="Start a new conversation: the answers so far go"),
+        Binding("p", "cycle_preset", "Preset", tooltip="The next sampler preset: greedy, balanced, creative"),
+        Binding("a", "toggle_ab", "A/B", tooltip=AB_HELP),
+        Binding("d", "toggle_diff", "Diff", tooltip=DIFF_HELP),
+        Binding("j", "toggle_json", "JSON", tooltip="JSON output: the answer fits the schema file of the side panel"),
+        Binding("t", "toggle_cursor", "Token", tooltip=TOKEN_HELP),
+        Binding("e", "toggle_measure", "Entropy/surprise", tooltip=MEASURE_HELP),
+        Binding("i", "focus_prompt", "Type", tooltip="Type in the prompt"),
+        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
+        Binding("left", "move_cursor(-1)", "Token left", show=False, tooltip=CURSOR_KEYS),
+        Binding("right", "move_cursor(1)", "Token right", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+left", "move_cursor(-10)", "Token left", show=False, tooltip=CURSOR_KEYS),
+        Binding("shift+right", "move_cursor(10)", "Token right", show=False, tooltip=CURSOR_KEYS),
+    ]
+
+    chat: reactive[bool] = reactive(True)
+    view: reactive[str] = reactive("single")  # "single", "ab" or "diff"
+    cursor_on: reactive[bool] = reactive(False)
+    measure: reactive[str] = reactive("entropy")  # or "surprise"
+    generating: reactive[bool] = reactive(False)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._history: list[dict[str, str]] = []  # the conversation so far, as the chat template takes it
+        self._pending_turn: dict[str, str] | None = None  # the message being answered
+        self._buffer = StreamBuffer()
+        self._load_job: Job | None = None
+        self._diff_job: Job | None = None
+        self._diff: SurpriseDiff | None = None
+        self._diff_text = ""  # the text of the last diff asked for
+        self._view_before_diff = "single"
+        self._stop_requested = False
+        self._selected: TokenView | None = None
+        self._seed: int | None = None
+        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Horizontal(id="sample-body"):
+            with Vertical(id="sample-main"):
+                with Horizontal(id="b-row"):
+                    yield Label("Model B ", id="b-label")
+                    source = ModelSourceInput(
+                        self.smol.workspace,
+                        self.smol.recent_sources,
+                        placeholder="run:<id>, a folder, a preset… to compare with A",
+                        compact=True,
+                        id="b-source",
+                    )
+                    source.tooltip = "Model B: any model source; it is loaded by the next A/B run or diff, then kept."
+                    yield source
+                with ContentSwitcher(initial="single", id="sample-views"):
+                    yield TokenView(id="single", classes="panel")
+                    with Horizontal(id="ab"):
+                        yield TokenView(id="column-a", classes="panel")
+                        yield TokenView(id="column-b", classes="panel")
+                    yield TokenView(id="diff", classes="panel")
+                yield Static(id="sample-note")
+                yield Static(probability_legend(), id="sample-legend")
+                yield Static(id="sample-status")
+                yield LineChart(compact=True, y_title=MEASURE_TITLES["entropy"], empty_text="", id="sparkline")
+                system = Input(placeholder="system prompt (optional)", compact=True, id="system-prompt")
+                system.tooltip = "The system prompt that opens the conversation (chat only)."
+                yield system
+                yield Input(id="prompt")
+            with Vertical(id="sample-side", classes="panel"):
+                with ContentSwitcher(initial="samplers", id="side-views"):
+                    yield SamplerForm(self._tokenizer, id="samplers")
+                    with VerticalScroll(id="token-panel"):
+                        yield Static(id="token-details")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._columns = {
+            "single": Column("A", self.query_one("#single", TokenView)),
+            "column-a": Column("A", self.query_one("#column-a", TokenView)),
+            "column-b": Column("B", self.query_one("#column-b", TokenView)),
+        }
+        self._second = SecondModel(self.smol.device, self.smol.workspace)  # model B, loaded by its first job
+        self._stream_timer = self.set_interval(1 / STREAM_FPS, self._show_pending, pause=True)
+        self.query_one("#sample-side").border_title = "Samplers"
+        self.watch(self.app, "session_model", self._model_changed)
+        self._show_mode()
+
+    # -- the model -------------------------------------------------------------------------------------------
+
+    def _tokenizer(self):
+        loaded = self.smol.session_model
+        return None if loaded is None else loaded.tokenizer
+
+    def _model_changed(self, loaded) -> None:
+        hint = self._no_model_hint()
+        single = self._columns["single"].view
+        single.placeholder = hint or (
+            "Type a message below (i) and press enter." if self.chat else "Type a text below (i) and press enter."
+        )
+        self._columns["column-a"].view.placeholder = hint or "Model A's answer comes here."
+        self._columns["column-b"].view.placeholder = "Model B's answer comes here: type its source above."
+        self._titles()
+        self.query_one(SamplerForm).validate()  # banned tokens written as text read through the new tokenizer
+        self._status()
+        self.refresh_bindings()
+
+    def _no_model_hint(self) -> str:
+        if self.smol.session_model is not None:
+            return ""
+        bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
+        return f"No model is loaded: load one on the Model screen (key 2){bundled}."
+
+    def action_load_bundled(self) -> None:
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
+        self._load_job = self.smol.session.load(
+            BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace
+        )
+        self._say(f"loading {BUNDLED}…")
+        self.refresh_bindings()
+
+    def _load_event(self, event) -> None:
+        if isinstance(event, JobProgressed):
+            self._say(str(event.event))
+            return
+        self._load_job = None
+        if isinstance(event, JobFinished):
+            recent = self.smol.recent_sources
+            if BUNDLED in recent:
+                recent.remove(BUNDLED)
+            recent.insert(0, BUNDLED)
+            self._say(f"loaded {BUNDLED}; it is the session's model.")
+        elif isinstance(event, JobFailed):
+            report_error(self, event.error)
+            self._say(f"nothing loaded: {describe_error(event.error)}")
+        elif isinstance(event, JobCancelled):
+            self._say("loading was cancelled: another model was asked for.")
+        self.refresh_bindings()
+
+    # -- generating ------------------------------------------------------------------------------------------
+
+    def action_generate(self) -> None:
+        prompt = self.query_one("#prompt", Input)
+        if self.view == "diff":
+            self._score_diff(prompt.value)
+            return
+        if self.generating:
+            self.notify("Still generating: escape stops it.", timeout=3)
+            return
+        settings = self.query_one(SamplerForm).read()
+        if settings is None:
+            form = self.query_one(SamplerForm)
+            self.cursor_on = False  # the form shows the mistake beside its field
+            self.notify(next(iter(form.errors.values())), title="Nothing generated", severity="error")
+            return
+        loaded = self.smol.session_model
+        if loaded is None:
+            self.notify(self._no_model_hint(), severity="warning")
+            return
+        text = prompt.value
+        if self.chat and not text.strip():
+            self.notify("Type a message first.", timeout=3)
+            return
+        source_b = self.query_one("#b-source", Input).value.strip()
+        if self.view == "ab" and not source_b:
+            self.notify("Type model B's source first (a preset, a folder, run:<id>…).", severity="warning")
+            self.query_one("#b-source", Input).focus()
+            return
+        self._seed = settings.seed if settings.seed is not None or settings.sampling.greedy else secrets.randbits(31)
+        options = {
+            "sampling": settings.sampling,
+            "max_new_tokens": settings.max_new_tokens,
+            "seed": self._seed,
+            "stop_strings": settings.stop_strings,
+            "json_schema": settings.json_schema,
+            "tag": self,
+        }
+        system = self.query_one("#system-prompt", Input).value.strip() or None
+        self._stop_requested = False
+        self._say("")
+        self.query_one("#sparkline", LineChart).clear()
+        if self.view == "ab":
+            turn = [{"role": "user", "content": text}] if self.chat else None
+            for key, using in (("column-a", None), ("column-b", self._second.provider(source_b))):
+                column = self._columns[key]
+                column.clear()
+                self._show_prompt(column, text)
+                job = self._submit(turn, text, system, options, using)
+                column.start_answer(job, self._eos_ids(loaded) if using is None else frozenset())
+        else:
+            column = self._columns["single"]
+            if self.chat:
+                self._pending_turn = {"role": "user", "content": text}
+                self._show_turn(column, text)
+                job = self._submit([*self._history, self._pending_turn], text, system, options, None)
+                prompt.value = ""
+            else:
+                column.clear()
+                self._show_prompt(column, text)
+                job = self._submit(None, text, system, options, None)
+            column.start_answer(job, self._eos_ids(loaded))
+        self.generating = True
+        self._stream_timer.resume()
+        self._titles()
+        self._status()
+
+    def _submit(self, messages, text, system, options, using) -> Job:
+        session = self.smol.session
+        if messages is not None:
+            return session.generate(messages=messages, system=system, using=using, **options)
+        return session.generate(prompt=text, using=using, **options)
+
+    @staticmethod
+    def _eos_ids(loaded) -> frozenset[int]:
+        from smoltui.engine.decoder import eos_token_ids
+
+        return frozenset(eos_token_ids(loaded.model, loaded.tokenizer))
+
+    def _show_turn(self, column: Column, text: str) -> None:
+        column.view.append(
+            [*([("\n\n", "", False)] if column.view.text else []), ("You: ", "bold", False), (text, "", False),
+             ("\nModel: ", "bold", False)]
+        )  # fmt: skip
+
+    def _show_prompt(self, column: Column, text: str) -> None:
+        if self.chat:
+            column.view.append([("You: ", "bold", False), (text, "", False), ("\nModel: ", "bold", False)])
+        else:
+            column.view.append([(text, "dim", False)])
+
+    def action_stop(self) -> None:
+        self._stop_requested = True
+        for column in self._columns.values():
+            if column.job is not None:
+                column.job.cancel()
+
+    def on_session_updated(self, message: SessionUpdated) -> None:
+        message.stop()
+        event = message.event
+        job = getattr(event, "job", None)
+        if job is None or isinstance(event, JobStarted):
+            return
+        if job is self._load_job:
+            self._load_event(event)
+        elif job is self._diff_job:
+            self._diff_event(event)
+        else:
+            column = next((c for c in self._columns.values() if c.job is job), None)
+            if column is None:
+                return
+            inner = event.event if isinstance(event, JobProgressed) else event
+            self._buffer.add(column, inner)
+            if not isinstance(inner, TokenGenerated):
+                self._show_pending()  # the end of a job, a note: at once, not at the next frame
+
+    def _show_pending(self) -> None:
+        if self._buffer:
+            self._buffer.take(self._show_tokens, self._column_event)
+        if not self.generating:
+            self._stream_timer.pause()
+
+    def _show_tokens(self, column: Column, tokens: list[TokenGenerated]) -> None:
+        start = len(column.answer)
+        column.show_tokens(tokens, self.smol.clock())
+        chart = self.query_one("#sparkline", LineChart)
+        chart.append(column.name, range(start, start + len(tokens)), [measure_of(t, self.measure) for t in tokens])
+        column.view.border_subtitle = column.summary()
+        if self.cursor_on and self._selected is column.view:
+            self._show_details()
+
+    def _column_event(self, column: Column, event) -> None:
+        if isinstance(event, (PromptTruncated, ChatPrompt)):
+            self._say(event.message if isinstance(event, PromptTruncated) else event.note or "")
+        elif isinstance(event, str):  # model B's loading steps
+            column.view.border_subtitle = event
+        elif isinstance(event, SecondModelReady):
+            column.eos_ids = event.eos_ids
+            column.view.border_title = f"B · {event.source}"
+        elif isinstance(event, DecodeFinished):
+            column.finish(event)
+        elif isinstance(event, JobFinished | JobCancelled | JobFailed):
+            self._job_ended(column, event)
+        column.view.border_subtitle = column.summary() or column.view.border_subtitle
+
+    def _job_ended(self, column: Column, event) -> None:
+        column.job = None
+        if isinstance(event, JobCancelled):
+            column.answer_text = column.partial_text()
+            column.outcome = "stopped" if self._stop_requested else "cancelled: the model changed"
+            if not self._stop_requested:
+                self._say("cancelled: the model changed")
+        elif isinstance(event, JobFailed):
+            column.outcome = "failed"
+            error = event.error
+            if isinstance(error, UserError) and error.field:
+                self.query_one(SamplerForm).show_error(error)
+                self.cursor_on = False
+            report_error(self, error)
+            self._say(f"failed: {describe_error(error)}")
+        if column is self._columns["single"] and self._pending_turn is not None:
+            if column.answer_text or isinstance(event, JobFinished):
+                self._history += [self._pending_turn, {"role": "assistant", "content": column.answer_text}]
+            self._pending_turn = None
+        if all(c.job is None for c in self._columns.values()):
+            self.generating = False
+        self._status()
+
+    # -- the surprise diff -----------------------------------------------------------------------------------
+
+    def _score_diff(self, text: str) -> None:
+        view = self.query_one("#diff", TokenView)
+        source_b = self.query_one("#b-source", Input).value.strip()
+        problem = (
+            self._no_model_hint()
+            or ("" if text else "Type or paste a text below, or generate an answer first: it is scored under A and B.")
+            or ("" if source_b else "Type model B's source above (a preset, a folder, run:<id>…), then press enter.")
+        )
+        view.clear()
+        self._diff = None
+        if problem:
+            view.placeholder = problem
+            return
+        if self._diff_job is not None:
+            self._diff_job.cancel()
+        view.placeholder = f"scoring the text under A and under {source_b}…"
+        work = surprise_diff_work(text, self._second.provider(source_b))
+        self._diff_job = self.smol.session.submit("score", work, "surprise diff", tag=self)
+        self._diff_text = text
+
+    def _diff_event(self, event) -> None:
+        view = self.query_one("#diff", TokenView)
+        if isinstance(event, JobProgressed):
+            if isinstance(event.event, str):
+                view.placeholder = event.event
+            return
+        self._diff_job = None
+        if isinstance(event, JobFinished):
+            self._diff = event.result
+            view.append((token.text, diff_colour(token.delta), True) for token in self._diff.tokens)
+            view.border_subtitle = f"perplexity A {self._diff.perplexity_a:.2f} · B {self._diff.perplexity_b:.2f}"
+            chart = self.query_one("#sparkline", LineChart)
+            chart.clear()
+            for name in ("A", "B"):
+                values = [getattr(token, f"logprob_{name.lower()}") for token in self._diff.tokens]
+                chart.append(name, range(len(values)), [float("nan") if v is None else -v for v in values])
+        elif isinstance(event, JobFailed):
+            view.placeholder = describe_error(event.error)
+            report_error(self, event.error)
+        elif isinstance(event, JobCancelled):
+            view.placeholder = "the diff was cancelled: the model changed."
+
+    # -- modes and views -------------------------------------------------------------------------------------
+
+    def action_toggle_chat(self) -> None:
+        self.chat = not self.chat
+
+    def watch_chat(self) -> None:
+        if self.is_mounted:
+            self._model_changed(self.smol.session_model)  # the placeholders say what to type
+            self._show_mode()
+
+    def action_new_conversation(self) -> None:
+        if self.generating:
+            self.action_stop()
+        self._history.clear()
+        self._pending_turn = None
+        for column in self._columns.values():
+            column.clear()
+            column.view.border_subtitle = ""
+        self.query_one("#sparkline", LineChart).clear()
+        self._say("")
+        self._show_details()
+
+    def action_cycle_preset(self) -> None:
+        name = self.query_one(SamplerForm).cycle_preset()
+        self.notify(f"Preset {name}.", timeout=2)
+
+    def action_toggle_ab(self) -> None:
+        self.view = "single" if self.view == "ab" else "ab"
+
+    def action_toggle_diff(self) -> None:
+        if self.view == "diff":
+            self.view = self._view_before_diff
+            return
+        self._view_before_diff = self.view
+        answer = self._columns["column-a" if self.view == "ab" else "single"].answer_text
+        self.view = "diff"
+        self._score_diff(answer)
+
+    def watch_view(self) -> None:
+        if not self.is_mounted:
+            return
+        self._show_mode()
+        self._selected = None
+        if self.cursor_on:
+            self._place_cursor()
+
+    def action_toggle_json(self) -> None:
+        form = self.query_one(SamplerForm)
+        form.json_output = not form.json_output
+
+    def action_toggle_measure(self) -> None:
+        self.measure = "surprise" if self.measure == "entropy" else "entropy"
+
+    def watch_measure(self, measure: str) -> None:
+        chart = self.query_one("#sparkline", LineChart)
+        chart.y_title = MEASURE_TITLES[measure]
+        if self.view == "diff":
+            return
+        chart.clear()
+        keys = ("column-a", "column-b") if self.view == "ab" else ("single",)
+        for key in keys:
+            column = self._columns[key]
+            chart.append(column.name, range(len(column.answer)), [measure_of(t, measure) for t in column.answer])
+
+    def action_focus_prompt(self) -> None:
+        self.query_one("#prompt", Input).focus()
+
+    def action_leave_field(self) -> None:
+        self._visible_views()[0].focus()
+
+    def _visible_views(self) -> list[TokenView]:
+        if self.view == "ab":
+            return [self._columns["column-a"].view, self._columns["column-b"].view]
+        return [self.query_one("#diff" if self.view == "diff" else "#single", TokenView)]
+
+    def _show_mode(self) -> None:
+        self.query_one("#sample-views", ContentSwitcher).current = self.view
+        self.query_one("#b-row").display = self.view in ("ab", "diff")
+        self.query_one("#system-prompt").display = self.chat and self.view != "diff"
+        legend = self.query_one("#sample-legend", Static)
+        legend.update(diff_legend() if self.view == "diff" else probability_legend())
+        prompt = self.query_one("#prompt", Input)
+        title, placeholder = PROMPT_TITLES["diff" if self.view == "diff" else "chat" if self.chat else "completion"]
+        prompt.border_title, prompt.placeholder = title, placeholder
+        self._titles()
+        self._status()
+        self.refresh_bindings()
+
+    def _titles(self) -> None:
+        loaded = self.smol.session_model
+        name = "no model" if loaded is None else model_name(loaded)
+        self._columns["single"].view.border_title = f"{'Chat' if self.chat else 'Completion'} · {name}"
+        self._columns["column-a"].view.border_title = f"A · {name}"
+        view_b = self._columns["column-b"].view
+        if not view_b.border_title:
+            view_b.border_title = "B"
+        self.query_one("#diff", TokenView).border_title = f"Surprise diff · A {name} vs B"
+
+    def _status(self) -> None:
+        form = self.query_one(SamplerForm)
+        parts = ["chat" if self.chat else "completion", f"preset {form.preset}" if form.preset else "custom samplers"]
+        if form.json_output:
+            parts.append("JSON")
+        if self._seed is not None:
+            parts.append(f"seed {self._seed}")
+        if self.generating:
+            parts.append("generating… (esc stops)")
+        self.query_one("#sample-status", Static).update(self._no_model_hint() or " · ".join(parts))
+
+    def _say(self, note: str) -> None:
+        """A note about the last generation (a truncated prompt, no chat template, a cancel) until the next one."""
+        widget = self.query_one("#sample-note", Static)
+        widget.update(note)
+        widget.display = bool(note)
+
+    @on(SamplerForm.Changed)
+    def _form_changed(self) -> None:
+        self._status()
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt_submitted(self) -> None:
+        self.action_generate()
+
+    @on(Input.Submitted, "#b-source")
+    def _b_source_submitted(self) -> None:
+        if self.view == "diff":
+            self._score_diff(self._diff_text or self._columns["single"].answer_text)
+        self.query_one("#prompt", Input).focus()
+
+    # -- the token cursor ------------------------------------------------------------------------------------
+
+    def action_toggle_cursor(self) -> None:
+        self.cursor_on = not self.cursor_on
+
+    def watch_cursor_on(self, on: bool) -> None:
+        self.query_one("#side-views", ContentSwitcher).current = "token-panel" if on else "samplers"
+        side = self.query_one("#sample-side")
+        side.border_title = "Token · ← → · t closes" if on else "Samplers"
+        if on:
+            self._place_cursor()
+        else:
+            for view in self.query(TokenView):
+                view.cursor = None
+        self.refresh_bindings()
+
+    def _place_cursor(self) -> None:
+        views = self._visible_views()
+        view = self._selected if self._selected in views else next((v for v in views if v.token_count), views[0])
+        self._selected = view
+        if view.cursor is None:
+            view.cursor = view.token_count - 1
+        view.focus()
+        self._show_details()
+
+    def action_move_cursor(self, step: int) -> None:
+        if self._selected is not None and self._selected.cursor is not None:
+            self._selected.cursor = self._selected.cursor + step
+            self._show_details()
+
+    @on(TokenView.TokenClicked)
+    def _token_clicked(self, event: TokenView.TokenClicked) -> None:
+        for view in self.query(TokenView):
+            if view is not event.view:
+                view.cursor = None
+        self._selected = event.view
+        event.view.cursor = event.token
+        self.cursor_on = True
+        self._show_details()
+
+    def _show_details(self) -> None:
+        details = self.query_one("#token-details", Static)
+        view = self._selected
+        index = None if view is None else view.cursor
+        if view is None or index is None:
+            details.update("No token yet: generate something, then move the cursor over it.")
+        elif view.id == "diff" and self._diff is not None:
+            details.update(diff_panel(index, self._diff.tokens[index]))
+        else:
+            column = next(c for c in self._columns.values() if c.view is view)
+            details.update(token_panel(index, column.tokens[index]))
+
+    # -- keys ------------------------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = self.is_current and isinstance(self.focused, Input)
+        if action == "stop":
+            return self.generating
+        if action == "leave_field":
+            return typing and not self.generating
+        if typing and action not in TYPING_ACTIONS:
+            return False
+        if action == "load_bundled":
+            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+        if action == "move_cursor":
+            return self.cursor_on
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # typing or not decides which keys work, and the footer says so
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def watch_generating(self) -> None:
+        self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        narrow = self.size.width < NARROW_WIDTH
+        self.set_class(narrow, "-narrow")
+        if self.is_mounted:
+            self.query_one(SamplerForm).set_class(narrow, "-narrow")

@@ -58,8 +58,10 @@ class SmolApp(App[None]):
         Binding("q", "quit", "Quit", tooltip="Leave smoltui; runs keep training."),
     ]
 
-    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the Model screen's model
-    pulse: reactive[RunPulse | None] = reactive(None, always_update=True)  # None: no active run (or not read yet)
+    # The session's model, and the header's run (None: no active run, or not read yet). Their watchers draw what
+    # they change: a repaint of the whole screen at every pulse read (four a second) cost a full frame each time.
+    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True, repaint=False)
+    pulse: reactive[RunPulse | None] = reactive(None, always_update=True, repaint=False)
 
     def __init__(
         self,

@@ -136,7 +136,7 @@ async def test_escape_stops_a_generation_half_way_and_the_stop_key_leaves_the_fo
         while view.token_count == 0:  # the first tokens are on screen while the job still runs
             await pilot.pause(0.02)
         assert screen.generating and "esc Stop" in footer(screen)
-        job = screen._columns["single"].job
+        job = screen.column("single").job
         await pilot.press("escape")
         await settle(pilot)
         assert job.cancelled.is_set() and job.finished.is_set()
@@ -186,7 +186,7 @@ async def test_a_sampler_value_out_of_range_is_marked_at_its_field_and_nothing_i
         assert not screen.query_one("#field-top_k", Input).has_class("-invalid")
         await send(pilot, "Hi")
         await settle(pilot)
-        assert screen._columns["single"].job is None and screen.query_one("#single", TokenView).text == ""
+        assert screen.column("single").job is None and screen.query_one("#single", TokenView).text == ""
         assert any("top_p" in message for message in notifications(app))
         await fill(pilot, screen, top_p="0.9", order="top_p, warmth")
         assert "order names an unknown sampler 'warmth'" in said(screen.query_one("#error-order"))
@@ -211,10 +211,10 @@ async def test_a_b_streams_both_models_with_the_same_settings_and_seed(workspace
         assert screen.query_one("#column-b", TokenView).border_title == f"B · {tiny_model_folder}"
         assert "seed 7" in text_of(screen.query_one("#sample-status"))
 
-        kept = screen._second._loaded
+        kept = screen.model_b.loaded
         await send(pilot, "Twice")  # model B is kept for the next run, not loaded again
         await settle(pilot)
-        assert screen._second._loaded is kept
+        assert screen.model_b.loaded is kept
         assert screen.query_one("#column-b", TokenView).text.startswith("Twice")
 
 
@@ -227,7 +227,7 @@ async def test_the_surprise_diff_shades_each_token_by_how_much_likelier_b_finds_
         await fill(pilot, screen, max_new_tokens="20")
         await send(pilot, "The")
         await settle(pilot)
-        answer = screen._columns["single"].answer_text
+        answer = screen.column("single").answer_text
         await pilot.press("escape", "d")
         await pilot.pause()
         screen.query_one("#b-source", Input).value = str(tiny_model_folder)
@@ -277,7 +277,7 @@ async def test_json_output_with_a_schema_file_gives_parseable_json(workspace, ti
         await fill(pilot, screen, json_schema=str(schema_file), temperature="1", seed="5")
         await send(pilot, "Q")
         await settle(pilot)
-        answer = screen._columns["single"].answer_text
+        answer = screen.column("single").answer_text
         jsonschema.validate(json.loads(answer), SCHEMA)
         assert "JSON" in text_of(screen.query_one("#sample-status"))
 
@@ -324,9 +324,9 @@ async def test_chat_keeps_the_conversation_notes_a_missing_template_and_starts_a
         await settle(pilot)
         view = screen.query_one("#single", TokenView)
         assert view.text.count("You: ") == 2 and view.token_count == 10
-        assert [turn["role"] for turn in screen._history] == ["user", "assistant", "user", "assistant"]
+        assert [turn["role"] for turn in screen.conversation] == ["user", "assistant", "user", "assistant"]
         await pilot.press("escape", "n")
-        assert view.text == "" and screen._history == []
+        assert view.text == "" and screen.conversation == ()
 
 
 async def test_a_prompt_longer_than_the_context_is_cut_with_a_note_and_generation_goes_on(workspace, tiny):

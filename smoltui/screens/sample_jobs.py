@@ -4,7 +4,6 @@ reach the screen through the session like any other job's."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,17 +54,12 @@ class SecondModel:
     def __init__(self, device: str, workspace: Path) -> None:
         self.device = device
         self.workspace = workspace
-        self._loaded: LoadedModel | None = None
-        self._lock = threading.Lock()  # jobs run one at a time, but `forget` may come from the UI's thread
+        self._loaded: LoadedModel | None = None  # read and written by the session's one worker, job after job
 
     @property
-    def source(self) -> str | None:
-        loaded = self._loaded
-        return None if loaded is None else loaded.source
-
-    def forget(self) -> None:
-        with self._lock:
-            self._loaded = None
+    def loaded(self) -> LoadedModel | None:
+        """Model B as the last job left it (None before the first)."""
+        return self._loaded
 
     def provider(self, source: str) -> Callable[[JobContext], LoadedModel]:
         """What a session job calls (as `generate(using=...)`) to get model B loaded from `source`."""
@@ -74,12 +68,11 @@ class SecondModel:
         def get(context: JobContext) -> LoadedModel:
             from smoltui.engine.decoder import eos_token_ids
 
-            with self._lock:
-                if self._loaded is None or self._loaded.source != source:
-                    self._loaded = None  # the old model B goes before the new one takes its memory
-                    context.emit(f"loading model B: {source}")
-                    self._loaded = _load(source, self.device, self.workspace, context.emit)
-                loaded = self._loaded
+            if self._loaded is None or self._loaded.source != source:
+                self._loaded = None  # the old model B goes before the new one takes its memory
+                context.emit(f"loading model B: {source}")
+                self._loaded = _load(source, self.device, self.workspace, context.emit)
+            loaded = self._loaded
             context.emit(SecondModelReady(loaded.source, frozenset(eos_token_ids(loaded.model, loaded.tokenizer))))
             return loaded
 

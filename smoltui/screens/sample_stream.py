@@ -40,6 +40,7 @@ class Column:
     eos_ids: frozenset[int] = frozenset()
     job: Job | None = None
     answer_start: int = 0  # the index of the current answer's first token
+    charted: int = 0  # how many of the answer's tokens the sparkline shows
     answer_text: str = ""  # the latest answer, complete (without its end token)
     outcome: str = ""  # how the latest answer ended, in words
     first_applied: float | None = None
@@ -48,14 +49,14 @@ class Column:
 
     def start_answer(self, job: Job, eos_ids: frozenset[int]) -> None:
         self.job, self.eos_ids = job, eos_ids
-        self.answer_start = len(self.tokens)
+        self.answer_start, self.charted = len(self.tokens), 0
         self.answer_text, self.outcome = "", ""
         self.first_applied = self.last_applied = None
         self.applied_since_first = 0
 
     def clear(self) -> None:
         self.tokens.clear()
-        self.answer_start = 0
+        self.answer_start = self.charted = 0
         self.answer_text, self.outcome = "", ""
         self.view.clear()
 

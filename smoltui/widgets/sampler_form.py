@@ -41,6 +41,7 @@ RUN_FIELDS = (
     ),
     ("json_schema", "schema file", "The JSON schema file the answer must fit while JSON output is on (j)."),
 )
+FIELD_NAMES = {*SAMPLER_FIELDS, *(name for name, _, _ in RUN_FIELDS)}
 JSON_HELP = "Write JSON that fits the schema file below (j): the answer always parses."
 
 
@@ -114,7 +115,7 @@ class SamplerForm(Widget):
     SamplerForm {
         height: 1fr;
         #preset-row { height: 1; margin-bottom: 1; }
-        #preset-row Button { min-width: 8; margin-right: 1; }
+        #preset-row Button { width: 1fr; min-width: 0; padding: 0; margin-right: 1; }
         #preset-row Button.-active { text-style: bold reverse; }
         #form-state { height: auto; color: $text-muted; }
         #form-state.-error { color: $text-error; }
@@ -144,6 +145,7 @@ class SamplerForm(Widget):
         self.preset: str | None = DEFAULT_PRESET  # the preset every field matches now, None when changed by hand
         self._inputs: dict[str, Input] = {}
         self._sampling: SamplerSettings | None = None  # the sampler settings of the last check, if they were valid
+        self._state = ""  # what the line under the presets says
         self._ready = False
 
     def compose(self) -> ComposeResult:
@@ -313,8 +315,8 @@ class SamplerForm(Widget):
         return number
 
     def _show(self, errors: dict[str, str], sampling: SamplerSettings | None) -> None:
-        self.errors, self._sampling = errors, sampling
-        for name in SAMPLER_FIELDS.keys() | {name for name, _, _ in RUN_FIELDS}:
+        before, self.errors, self._sampling = self.errors, errors, sampling
+        for name in {*before, *errors} & FIELD_NAMES:  # only the marks that change: each update costs a layout
             message = errors.get(name, "")
             error = self.query_one(f"#error-{name}", Static)
             error.update(message)
@@ -325,10 +327,13 @@ class SamplerForm(Widget):
             self.query_one(f"#preset-{name}", Button).set_class(name == self.preset, "-active")
         state = self.query_one("#form-state", Static)
         if errors:
-            state.update(f"✘ {next(iter(errors.values()))}")
+            said = f"✘ {next(iter(errors.values()))}"
         else:
-            state.update(f"preset {self.preset}" if self.preset else "custom settings (p applies a preset)")
-        state.set_class(bool(errors), "-error")
+            said = f"preset {self.preset}" if self.preset else "custom settings (p applies a preset)"
+        if said != self._state:  # an update costs a layout
+            self._state = said
+            state.update(said)
+            state.set_class(bool(errors), "-error")
         self.post_message(self.Changed(self))
 
     @on(Input.Changed)

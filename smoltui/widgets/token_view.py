@@ -87,6 +87,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         self._layout_width = 0
         self._styles: dict[str, Style] = {}
         self._cursor: int | None = None
+        self._follow = True  # keep the end in view as text comes, until the person scrolls up
 
     # -- content --------------------------------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 self.refresh()
 
     def clear(self) -> None:
+        self._follow = True
         self._pieces.clear()
         self._token_pieces.clear()
         self._piece_lines.clear()
@@ -125,8 +127,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
 
     def append(self, pieces: Iterable[tuple[str, str | Style, bool]]) -> None:
         """Add (text, style, is a token) pieces at the end and scroll along if the end was in view."""
-        following = self.is_vertical_scroll_end or self.max_scroll_y == 0
-        first_line = len(self._lines) - 1
+        was_empty, first_line, scrolled_to = not self._pieces, len(self._lines) - 1, self.scroll_offset.y
         for text, style, is_token in pieces:
             piece = Piece(clean_text(text), self._style(style), len(self._token_pieces) if is_token else None)
             if is_token:
@@ -135,10 +136,26 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
             self._place(len(self._pieces) - 1)
         for y in range(first_line, len(self._lines)):
             self._strips.pop(y, None)
-        self.virtual_size = Size(self._layout_width, len(self._lines))
-        if following:
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
-        self.refresh()
+        self._grow(len(self._lines))
+        if self._follow:  # forced: the scrollbar that allows scrolling may only come with the next layout
+            self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+        if was_empty or self.scroll_offset.y != scrolled_to:
+            self.refresh()
+        else:  # only the lines that changed are drawn again
+            self.refresh_lines(first_line, len(self._lines) - first_line)
+
+    def _grow(self, lines: int) -> None:
+        """Make the scrollable height `lines`. Setting `virtual_size` lays the whole screen out again (~15 ms on a
+        2-core machine, a new line every few tokens); that is needed only when the scrollbar comes or goes."""
+        if lines == self.virtual_size.height:
+            return
+        size, height = Size(self._layout_width, lines), self.container_size.height
+        if height and (self.virtual_size.height > height) == (lines > height):
+            self.set_reactive(TokenView.virtual_size, size)
+            if self.show_vertical_scrollbar:
+                self.vertical_scrollbar.window_virtual_size = lines
+        else:
+            self.virtual_size = size
 
     def restyle(self, styles: Iterable[tuple[int, str | Style]]) -> None:
         """Give tokens new styles: (token index, style) pairs."""
@@ -155,6 +172,10 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         if parsed is None:
             parsed = self._styles[style] = Style.parse(style) if style else Style()
         return parsed
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        self._follow = round(new_value) >= self.max_scroll_y  # scrolled up: stay there; back at the end: follow
 
     # -- the cursor ------------------------------------------------------------------------------------------
 

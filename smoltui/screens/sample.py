@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar
 
+from rich.text import Text
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -79,6 +80,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         super().__init__()
         self._init_jobs()
         self._view_before_diff = "single"
+        self._series_colours: dict[str, str] = {}  # the sparkline's colour of A and of B
         self._selected: TokenView | None = None
         self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
@@ -125,6 +127,9 @@ class SampleScreen(SampleJobs, SmolScreen):
         }
         self._second = SecondModel(self.smol.device, self.smol.workspace)  # model B, loaded by its first job
         self._stream_timer = self.set_interval(1 / STREAM_FPS, self._show_pending, pause=True)
+        chart = self.query_one("#sparkline", LineChart)
+        self._series_colours = {name: chart.add_series(name) for name in ("A", "B")}  # A's colour, then B's
+        chart.clear()  # the names keep their colours
         self.query_one("#sample-side").border_title = "Samplers"
         self.watch(self.app, "session_model", self._model_changed)
         self._show_mode()
@@ -223,6 +228,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         self.measure = "surprise" if self.measure == "entropy" else "entropy"
 
     def watch_measure(self, measure: str) -> None:
+        self._status()
         chart = self.query_one("#sparkline", LineChart)
         chart.y_title = MEASURE_TITLES[measure]
         if self.view == "diff":
@@ -266,7 +272,8 @@ class SampleScreen(SampleJobs, SmolScreen):
         view_b = self._columns["column-b"].view
         if not view_b.border_title:
             view_b.border_title = "B"
-        self.query_one("#diff", TokenView).border_title = f"Surprise diff · A {name} vs B"
+        source_b = self.query_one("#b-source", Input).value.strip()
+        self.query_one("#diff", TokenView).border_title = f"Surprise diff · A {name} vs B {source_b}".rstrip()
 
     def _status(self) -> None:
         form = self.query_one(SamplerForm)
@@ -277,7 +284,11 @@ class SampleScreen(SampleJobs, SmolScreen):
             parts.append(f"seed {self._seed}")
         if self.generating:
             parts.append("generating… (esc stops)")
-        status = self._no_model_hint() or " · ".join(parts)
+        parts.append("sparkline: surprise" if self.view == "diff" else f"sparkline: {self.measure} (e)")
+        status = Text(" · ".join(parts))
+        if self.view != "single":  # which line is which model's
+            for name, colour in self._series_colours.items():
+                status.append_text(Text.assemble(" ", ("━", colour), f" {name}"))
         self.query_one("#sample-status", Static).update(status, layout=False)  # one line, whatever it says
 
     def _say(self, note: str) -> None:

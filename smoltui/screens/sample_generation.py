@@ -114,7 +114,10 @@ class SampleJobs:
             self.notify("Type model B's source first (a preset, a folder, run:<id>…).", severity="warning")
             self.query_one("#b-source", Input).focus()
             return
-        self._seed = settings.seed if settings.seed is not None or settings.sampling.greedy else secrets.randbits(31)
+        if settings.sampling.greedy:
+            self._seed = None  # nothing is drawn
+        else:  # drawn here when not given, so that A and B share it
+            self._seed = settings.seed if settings.seed is not None else secrets.randbits(31)
         options = {
             "sampling": settings.sampling,
             "max_new_tokens": settings.max_new_tokens,
@@ -283,6 +286,7 @@ class SampleJobs:
         if self._diff_job is not None:
             self._diff_job.cancel()
         view.placeholder = f"scoring the text under A and under {source_b}…"
+        self._titles()
         work = surprise_diff_work(text, self._second.provider(source_b))
         self._diff_job = self.smol.session.submit("score", work, "surprise diff", tag=self)
         self._diff_text = text

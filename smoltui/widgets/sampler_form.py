@@ -115,8 +115,8 @@ class SamplerForm(Widget):
     SamplerForm {
         height: 1fr;
         #preset-row { height: 1; margin-bottom: 1; }
-        #preset-row Button { width: 1fr; min-width: 0; padding: 0; margin-right: 1; }
-        #preset-row Button.-active { text-style: bold reverse; }
+        #preset-row Button { width: auto; min-width: 0; padding: 0; }
+        #preset-row Button.-chosen { text-style: bold reverse; }
         #form-state { height: auto; color: $text-muted; }
         #form-state.-error { color: $text-error; }
         #sampler-fields { height: 1fr; }
@@ -324,7 +324,7 @@ class SamplerForm(Widget):
             self.query_one(f"#field-{name}").set_class(bool(message), "-invalid")
         self.preset = next((name for name, preset in PRESETS.items() if preset == sampling), None)
         for name in PRESETS:
-            self.query_one(f"#preset-{name}", Button).set_class(name == self.preset, "-active")
+            self.query_one(f"#preset-{name}", Button).set_class(name == self.preset, "-chosen")
         state = self.query_one("#form-state", Static)
         if errors:
             said = f"✘ {next(iter(errors.values()))}"

@@ -50,7 +50,7 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
         background: transparent;
         overflow-x: hidden;
         overflow-y: auto;
-        & > .token-view--placeholder { color: $text-muted; text-style: italic; }
+        & > .token-view--placeholder { color: $foreground-muted; text-style: italic; }
     }
     """
     COMPONENT_CLASSES = {"token-view--placeholder"}
@@ -314,8 +314,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
     def _placeholder_line(self, y: int, width: int, base: Style) -> Strip:
         if not self._placeholder:
             return Strip.blank(width, base)
-        style = base + self.get_component_rich_style("token-view--placeholder")
-        lines = Text(self._placeholder, style=style).wrap(self.app.console, max(1, width))
+        style = self.get_component_rich_style("token-view--placeholder")
+        lines = Text(self._placeholder).wrap(self.app.console, max(1, width))
         if y >= len(lines):
             return Strip.blank(width, base)
-        return Strip(lines[y].render(self.app.console)).crop_extend(0, width, base)
+        return Strip([Segment(lines[y].plain, style)]).crop_extend(0, width, base)

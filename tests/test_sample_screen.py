@@ -218,6 +218,21 @@ async def test_a_b_streams_both_models_with_the_same_settings_and_seed(workspace
         assert screen.query_one("#column-b", TokenView).text.startswith("Twice")
 
 
+async def test_a_model_b_that_cannot_load_is_a_sentence_and_a_sticks_to_its_answer(workspace, tiny):
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_sample(pilot, tiny)
+        await pilot.press("c", "a")
+        await fill(pilot, screen, max_new_tokens="6")
+        screen.query_one("#b-source", Input).value = "./no/such/model"
+        await send(pilot, "Once")
+        await settle(pilot)
+        assert any("no such folder: ./no/such/model" in message for message in notifications(app))
+        assert screen.column("column-a").view.token_count == 6
+        assert screen.column("column-b").outcome == "failed" and not screen.generating
+        assert "failed: no such folder" in said(screen.query_one("#sample-note", Static))
+
+
 async def test_the_surprise_diff_shades_each_token_by_how_much_likelier_b_finds_it(workspace, tiny, tiny_model_folder):
     app = make_app(workspace)
     async with app.run_test(size=SIZE) as pilot:

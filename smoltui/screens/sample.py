@@ -31,6 +31,7 @@ from smoltui.widgets.token_view import TokenView
 
 NARROW_WIDTH = 100
 CURSOR_KEYS = "Move the token cursor (with shift: ten tokens)"
+CHAT_HELP = "Chat through the model's chat template, or complete a text (either starts anew)"
 GENERATE_HELP = "Send the message (chat) or complete the prompt; enter in the prompt does it too"
 AB_HELP = "Send the prompt to the session's model (A) and to model B side by side, with the same settings and seed"
 DIFF_HELP = "Surprise diff: shade each token of the answer (or of a typed text) by how much likelier model B finds it"
@@ -54,7 +55,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         Binding("ctrl+s", "generate", "Generate", tooltip=GENERATE_HELP),
         Binding("escape", "stop", "Stop", tooltip="Stop generating now (what came so far stays)"),
         Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
-        Binding("c", "toggle_chat", "Chat/text", tooltip="Chat through the model's chat template, or complete text"),
+        Binding("c", "toggle_chat", "Chat/text", tooltip=CHAT_HELP),
         Binding("n", "new_conversation", "New chat", tooltip="Start a new conversation: the answers so far go"),
         Binding("p", "cycle_preset", "Preset", tooltip="The next sampler preset: greedy, balanced, creative"),
         Binding("a", "toggle_ab", "A/B", tooltip=AB_HELP),
@@ -178,6 +179,7 @@ class SampleScreen(SampleJobs, SmolScreen):
 
     def action_toggle_chat(self) -> None:
         self.chat = not self.chat
+        self.action_new_conversation()  # a conversation and a completion do not continue one another
 
     def watch_chat(self) -> None:
         if self.is_mounted:
@@ -185,8 +187,6 @@ class SampleScreen(SampleJobs, SmolScreen):
             self._show_mode()
 
     def action_new_conversation(self) -> None:
-        if self.generating:
-            self.action_stop()
         self._history.clear()
         self._pending_turn = None
         for column in self._columns.values():
@@ -216,6 +216,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         if not self.is_mounted:
             return
         self._show_mode()
+        self._redraw_sparkline()
         self._selected = None
         if self.cursor_on:
             self._place_cursor()
@@ -229,16 +230,23 @@ class SampleScreen(SampleJobs, SmolScreen):
 
     def watch_measure(self, measure: str) -> None:
         self._status()
+        self._redraw_sparkline()
+
+    def _redraw_sparkline(self) -> None:
+        """The sparkline of what the view shows: each answer's entropy or surprise, or the diff's surprises."""
         chart = self.query_one("#sparkline", LineChart)
-        chart.y_title = MEASURE_TITLES[measure]
-        if self.view == "diff":
-            return
         chart.clear()
-        keys = ("column-a", "column-b") if self.view == "ab" else ("single",)
-        for key in keys:
+        if self.view == "diff":
+            chart.y_title = MEASURE_TITLES["surprise"]
+            for name, surprises in (self._diff.surprises() if self._diff else {}).items():
+                chart.append(name, range(len(surprises)), surprises)
+            return
+        chart.y_title = MEASURE_TITLES[self.measure]
+        for key in ("column-a", "column-b") if self.view == "ab" else ("single",):
             column = self._columns[key]
-            chart.append(column.name, range(len(column.answer)), [measure_of(t, measure) for t in column.answer])
-            column.charted = len(column.answer)
+            answer = column.answer
+            chart.append(column.name, range(len(answer)), [measure_of(token, self.measure) for token in answer])
+            column.charted = len(answer)
 
     def action_focus_prompt(self) -> None:
         self.query_one("#prompt", Input).focus()
@@ -337,8 +345,9 @@ class SampleScreen(SampleJobs, SmolScreen):
         self._show_details()
 
     def action_move_cursor(self, step: int) -> None:
-        if self._selected is not None and self._selected.cursor is not None:
-            self._selected.cursor = self._selected.cursor + step
+        view = self._selected
+        if view is not None:
+            view.cursor = view.token_count - 1 if view.cursor is None else view.cursor + step
             self._show_details()
 
     @on(TokenView.TokenClicked)
@@ -377,6 +386,8 @@ class SampleScreen(SampleJobs, SmolScreen):
             return self._bundled_available and self.smol.session_model is None and self._load_job is None
         if action == "move_cursor":
             return self.cursor_on
+        if action in ("new_conversation", "toggle_chat"):
+            return None if self.generating else True  # shown, but the answer coming in must end first
         return True
 
     def on_descendant_focus(self) -> None:

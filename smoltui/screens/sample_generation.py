@@ -154,6 +154,8 @@ class SampleJobs:
         self._stream_timer.resume()
         self._titles()
         self._status()
+        if self.cursor_on:
+            self._show_details()  # the token it showed has gone
 
     def _submit(self, messages, text, system, options, using) -> Job:
         session = self.smol.session
@@ -216,8 +218,6 @@ class SampleJobs:
 
     def _show_tokens(self, column: Column, tokens: list[TokenGenerated]) -> None:
         column.show_tokens(tokens, self.smol.clock())
-        if self.cursor_on and self._selected is column.view:
-            self._show_details()
 
     def _show_stats(self) -> None:
         """The columns' subtitles and the sparkline, at the app's refresh rate: each repaints a whole widget."""
@@ -302,11 +302,7 @@ class SampleJobs:
             self._diff = event.result
             view.append((token.text, diff_colour(token.delta), True) for token in self._diff.tokens)
             view.border_subtitle = f"perplexity A {self._diff.perplexity_a:.2f} · B {self._diff.perplexity_b:.2f}"
-            chart = self.query_one("#sparkline", LineChart)
-            chart.clear()
-            for name in ("A", "B"):
-                values = [getattr(token, f"logprob_{name.lower()}") for token in self._diff.tokens]
-                chart.append(name, range(len(values)), [float("nan") if v is None else -v for v in values])
+            self._redraw_sparkline()
         elif isinstance(event, JobFailed):
             view.placeholder = describe_error(event.error)
             report_error(self, event.error)

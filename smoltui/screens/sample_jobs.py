@@ -4,6 +4,7 @@ reach the screen through the session like any other job's."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,13 @@ class SurpriseDiff:
     tokens: tuple[DiffToken, ...]
     perplexity_a: float
     perplexity_b: float
+
+    def surprises(self) -> dict[str, list[float]]:
+        """Each model's surprise (−log p, nats) per token, NaN where unscored."""
+        return {
+            "A": [math.nan if t.logprob_a is None else -t.logprob_a for t in self.tokens],
+            "B": [math.nan if t.logprob_b is None else -t.logprob_b for t in self.tokens],
+        }
 
 
 class SecondModel:

@@ -59,9 +59,11 @@ class SmolApp(App[None]):
         Binding("q", "quit", "Quit", tooltip="Leave smoltui; runs keep training."),
     ]
 
-    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True)  # the session's model
-    model_loading: reactive[str | None] = reactive(None)  # a model the app itself is loading (`demo`)
-    pulse: reactive[RunPulse | None] = reactive(None, always_update=True)  # None: no active run (or not read yet)
+    # The session's model, and the header's run (None: no active run, or not read yet). Their watchers draw what
+    # they change: a repaint of the whole screen at every pulse read (four a second) cost a full frame each time.
+    session_model: reactive[LoadedModel | None] = reactive(None, always_update=True, repaint=False)
+    model_loading: reactive[str | None] = reactive(None, repaint=False)  # a model the app loads itself (`demo`)
+    pulse: reactive[RunPulse | None] = reactive(None, always_update=True, repaint=False)
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from smoltui.screens.help import HelpScreen, declared_bindings
 from smoltui.screens.home import HomeScreen
 from smoltui.screens.model import ModelScreen
 from smoltui.screens.runs import RunsScreen
+from smoltui.screens.sample import SampleScreen
 from smoltui.screens.train import TrainScreen
 from smoltui.widgets.model_source import ModelSourceInput, find_model_folders
 
@@ -52,6 +53,7 @@ async def test_number_keys_switch_screens(workspace, train_screen_stand_in):
         for key, mode, screen_type in (
             ("2", "model", ModelScreen),
             ("4", "runs", RunsScreen),
+            ("5", "sample", SampleScreen),
             ("1", "home", HomeScreen),
         ):
             await pilot.press(key)
@@ -263,10 +265,10 @@ async def test_help_lists_every_key_of_every_screen(workspace):
         await pilot.pause()
         assert isinstance(app.screen, HelpScreen)
         shown = " ".join(text_of(app.screen.query_one("#help-keys Static", Static)).split())  # unwrapped
-        for screen_class in (SmolApp, HomeScreen, ModelScreen, TrainScreen, RunsScreen):
+        for screen_class in (SmolApp, HomeScreen, ModelScreen, TrainScreen, RunsScreen, SampleScreen):
             for binding in declared_bindings(screen_class):
                 assert (binding.tooltip or binding.description) in shown, binding
-        for title in ("Home screen", "Model screen", "Train screen", "Runs screen"):
+        for title in ("Home screen", "Model screen", "Train screen", "Runs screen", "Sample screen"):
             assert title in shown
         assert "+/- +/-" not in shown  # a key shown once, however many names it has
         await pilot.press("escape")

@@ -89,10 +89,10 @@ def test_runs_with_finished_runs(snap_compare, workspace, two_runs, size):
 
 @SIZES
 def test_help(snap_compare, workspace, size):
-    """Help over Home: a framed "Keys" panel listing Everywhere (1-4 screens, ? keys, q quit, ^p palette),
+    """Help over Home: a framed "Keys" panel listing Everywhere (1-5 screens, ? keys, q quit, ^p palette),
     then the keys of the Home, Model, Train (pause and resume, stop, log y, +/- smoothing, zoom, new run,
-    checkpoint, sample, start run, back to run) and Runs screens with what each does; "esc closes this panel"
-    below (at 80x24 the panel scrolls)."""
+    checkpoint, sample, start run, back to run), Runs and Sample screens with what each does; "esc closes this
+    panel" below (the panel scrolls: the later screens are below the fold)."""
 
     async def open_help(pilot):
         await settle(pilot)
@@ -100,3 +100,122 @@ def test_help(snap_compare, workspace, size):
         await pilot.pause()
 
     assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_help)
+
+
+# -- the Sample screen: the tiny preset (weights drawn from seed 0), a fixed sampling seed ---------------------
+
+CAT_TEXT = "the cat sat on the mat. "
+
+
+async def open_sample_with_tiny(pilot, *keys: str) -> None:
+    from smoltui.engine.models import load_model
+
+    pilot.app.session.use(load_model("tiny", device="cpu"))
+    await pilot.press("5", *keys)
+    await settle(pilot)
+
+
+async def generate(pilot, prompt: str, **fields: str) -> None:
+    form = pilot.app.screen.query_one("SamplerForm")
+    for name, text in {"max_new_tokens": "40", "seed": "7", **fields}.items():
+        form.set_field(name, text)
+    field = pilot.app.screen.query_one("#prompt", Input)
+    field.value = prompt
+    field.focus()
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+@SIZES
+def test_sample_a_completion_with_the_token_cursor(snap_compare, workspace, size):
+    """Sample after completing "Once upon a time" with the tiny model (balanced preset, seed 7, 40 tokens): the
+    prompt dim and the 40 tokens after it, each in its probability colour, the fourth-last reversed under the
+    cursor; "40 tokens · max tokens" under the text; the probability legend (<1% … ≥80%); "completion · preset
+    balanced · seed 7"; the entropy sparkline; the side panel "Token" listing that token's probability, rank and
+    entropy and its top 20 alternatives with their raw and sampled probabilities, the chosen one marked ▶."""
+
+    async def complete(pilot):
+        await open_sample_with_tiny(pilot, "c")
+        await generate(pilot, "Once upon a time")
+        await pilot.press("escape", "t", "left", "left", "left")
+        await pilot.pause()
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=complete)
+
+
+@SIZES
+def test_sample_without_a_model(snap_compare, workspace, size):
+    """Sample with no model loaded: "Chat · no model" around the sentence that says to load one on the Model screen
+    (key 2) or press b for the bundled smollm2-135m-instruct (where it is installed), the same sentence on the
+    status line, the empty system prompt and message fields; the side panel "Samplers" with the presets (balanced
+    lit), "preset balanced", the Output fields (max tokens 256, seed empty: random, stop strings, JSON output
+    off, schema file) and the samplers' fields from temperature down; the footer's Generate and Load SmolLM2."""
+
+    async def open_sample(pilot):
+        await pilot.press("5")
+        await settle(pilot)
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_sample)
+
+
+@pytest.fixture
+def second_tiny_model(tmp_path):
+    """Model B in ./tiny-b (the current folder): a 2-layer, 32-wide GPT-2 with the char tokenizer and seeded
+    weights, trained for 40 steps on "the cat sat on the mat." so that it clearly differs from A."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from smoltui.engine.tokenizers import char_tokenizer
+
+    torch.manual_seed(1)
+    model, tokenizer = (
+        GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=99)),
+        char_tokenizer(),
+    )
+    ids = torch.tensor([tokenizer(CAT_TEXT * 2)["input_ids"]])  # (1, T)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):
+        model(ids, labels=ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(tmp_path / "tiny-b")
+    tokenizer.save_pretrained(tmp_path / "tiny-b")
+    return "tiny-b"
+
+
+def test_sample_a_b_of_two_models(snap_compare, workspace, second_tiny_model):
+    """A/B at 120x40: "Model B tiny-b" on top; two columns, "A · tiny" and "B · tiny-b", each "Once" (dim) then 24
+    tokens in their probability colours (B, trained on one sentence, sure of more of its tokens), "24 tokens · max
+    tokens" under each; "completion · preset balanced · seed 7 · sparkline: entropy (e)" and which colour is A's
+    and B's; the sparkline with one line per model; the samplers' side panel."""
+
+    async def a_b(pilot):
+        await open_sample_with_tiny(pilot, "c", "a")
+        pilot.app.screen.query_one("#b-source", Input).value = second_tiny_model
+        await generate(pilot, "Once", max_new_tokens="24")
+        pilot.app.screen.set_focus(None)
+        await pilot.pause()
+
+    assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=a_b)
+
+
+def test_sample_surprise_diff(snap_compare, workspace, second_tiny_model):
+    """The surprise diff at 120x40 of the typed "the cat sat on the mat." under A (tiny) and B (tiny-b, trained on
+    that sentence): "Surprise diff · A tiny vs B tiny-b", the text's tokens shaded by log p(B) − log p(A), most of
+    them blue (B finds them far likelier), the first one dim (unscored), "perplexity A … · B …" under them; the
+    diverging legend (≤−2 … >+2); the sparkline of both models' surprise, B's lower; the side panel "Token" on the
+    last token, with its probability, rank and surprise under A and under B and how many times likelier B finds
+    it."""
+
+    async def diff(pilot):
+        await open_sample_with_tiny(pilot, "d")
+        pilot.app.screen.query_one("#b-source", Input).value = second_tiny_model
+        field = pilot.app.screen.query_one("#prompt", Input)
+        field.value = CAT_TEXT.strip()
+        field.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("escape", "t")
+        await pilot.pause()
+
+    assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=diff)

@@ -65,6 +65,30 @@ def test_a_generation_streams_its_tokens_then_finishes(session, tiny):
     assert isinstance(session.recorder.events[0], ModelChanged)
 
 
+def test_a_generation_can_decode_with_another_model_than_the_sessions(session, tiny, tiny_model_folder):
+    other = load_model(str(tiny_model_folder), device="cpu")
+    session.use(tiny)
+    asked = []
+
+    def model_b(context):
+        asked.append(context.loaded)  # the session's model stays what it is
+        return other
+
+    through_b = session.generate(prompt="The ", max_new_tokens=8, using=model_b).wait(timeout=60)
+    through_a = session.generate(prompt="The ", max_new_tokens=8).wait(timeout=60)
+    assert asked == [tiny] and session.loaded is tiny
+    assert through_b.text == greedy_text(other, "The ", 8) and through_a.text == greedy_text(tiny, "The ", 8)
+
+
+def greedy_text(loaded, prompt: str, new_tokens: int) -> str:
+    """What `decode` writes greedily after `prompt` on `loaded`, outside any session."""
+    from smoltui.engine.decoder import DecodeFinished, decode
+
+    ids = loaded.tokenizer(prompt)["input_ids"]
+    events = decode(loaded.model, loaded.tokenizer, ids, max_new_tokens=new_tokens)
+    return next(event for event in events if isinstance(event, DecodeFinished)).text
+
+
 def test_cancel_stops_a_generation_between_tokens(session, tiny):
     session.use(tiny)
     job = session.generate(prompt="a", max_new_tokens=10_000, seed=1)

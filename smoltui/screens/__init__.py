@@ -37,4 +37,5 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("model", "2", "Model", "smoltui.screens.model", "ModelScreen"),
     ScreenEntry("train", "3", "Train", "smoltui.screens.train", "TrainScreen"),
     ScreenEntry("runs", "4", "Runs", "smoltui.screens.runs", "RunsScreen"),
+    ScreenEntry("sample", "5", "Sample", "smoltui.screens.sample", "SampleScreen"),
 )

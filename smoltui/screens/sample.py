@@ -291,7 +291,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         if self._seed is not None:
             parts.append(f"seed {self._seed}")
         if self.generating:
-            parts.append("generating… (esc stops)")
+            parts.append("generating…")  # the footer says esc stops it
         parts.append("sparkline: surprise" if self.view == "diff" else f"sparkline: {self.measure} (e)")
         status = Text(" · ".join(parts))
         if self.view != "single":  # which line is which model's

@@ -254,6 +254,8 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
             self._lines.append([])
             self._widths.append(0)
             start = end + 1
+        while first < len(self._lines) - 1 and not any(run[0] == index for run in self._lines[first]):
+            first += 1  # the piece wrapped before its first character
         self._piece_lines.append((first, len(self._lines) - 1))
 
     def _place_run(self, index: int, start: int, end: int, width: int) -> None:
@@ -266,7 +268,9 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 self._widths[-1] += cells
                 return
             if self._widths[-1] and cells <= width:  # the piece fits a line of its own: wrap before it
-                self._new_line()
+                carried = self._carry_word_start(width - cells) if text[start] != " " else False
+                if not carried:
+                    self._new_line()
                 start += text[start] == " " and end - start > 1
                 continue
             taken, cut = 0, start  # fill the line, then carry on with the rest
@@ -280,6 +284,42 @@ class TokenView(ScrollView, can_focus=True, inherit_bindings=False):
                 self._widths[-1] += taken
             self._new_line()
             start = cut
+
+    def _carry_word_start(self, room: int) -> bool:
+        """Start a new line with the word the last line ends in, when the piece coming next continues that word:
+        a word made of several tokens wraps whole. False (nothing moved) where the line ends between words, where
+        the word is the whole line, or where the word's start does not fit in `room`."""
+        line, old = self._lines[-1], len(self._lines) - 1
+        moved_from, split = len(line), None  # runs from moved_from on move whole; split: where one is cut
+        while moved_from:
+            index, start, end = line[moved_from - 1]
+            space = self._pieces[index].text.rfind(" ", start, end)
+            if space >= 0:  # the word begins after this space
+                split = space + 1 if space + 1 < end else None
+                break
+            moved_from -= 1
+        if not moved_from:
+            return False
+        tail = line[moved_from:]
+        if split is not None:
+            index, start, end = line[moved_from - 1]
+            tail.insert(0, (index, split, end))
+            line[moved_from - 1] = (index, start, split)
+        cells = sum(cell_len(self._pieces[index].text[start:end]) for index, start, end in tail)
+        if not tail or cells > room:
+            if split is not None:  # put the cut run back whole
+                line[moved_from - 1] = (tail[0][0], line[moved_from - 1][1], tail[0][2])
+            return False
+        del line[moved_from:]
+        self._widths[-1] -= cells
+        self._new_line()
+        self._lines[-1].extend(tail)
+        self._widths[-1] = cells
+        for position, (index, _, _) in enumerate(tail):
+            first, _last = self._piece_lines[index]
+            whole = split is None or position > 0
+            self._piece_lines[index] = (old + 1 if whole and first == old else first, old + 1)
+        return True
 
     def _new_line(self) -> None:
         self._lines.append([])

@@ -140,6 +140,14 @@ def test_a_mistake_fails_its_job_in_one_sentence_and_the_worker_goes_on(session,
     assert session.generate(prompt="a", max_new_tokens=2).wait(timeout=30).new_tokens == 2
 
 
+def test_running_out_of_memory_is_a_sentence_with_the_fix_and_the_model_stays(session, tiny):
+    session.use(tiny)
+    greedy = session.submit("generate", lambda context: torch.empty(2**40), "a 4 TiB tensor")  # refused at once
+    with pytest.raises(UserError, match="out of memory during a 4 TiB tensor: try a shorter prompt"):
+        greedy.wait(timeout=30)
+    assert session.generate(prompt="a", max_new_tokens=2).wait(timeout=30).new_tokens == 2
+
+
 def test_a_chat_without_a_template_says_so_and_completes_plainly(session, tiny):
     session.use(tiny)
     job = session.generate(messages=[{"role": "user", "content": "hi"}], max_new_tokens=3)

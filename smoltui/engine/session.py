@@ -277,8 +277,8 @@ class ModelSession:
                     JobContext(job, loaded, lambda event, job=job: self.listener(JobProgressed(job, event)))
                 )
             except BaseException as error:  # reported, never lost: the worker must outlive any job
-                job.error = error
-                ended: SessionEvent = JobFailed(job, error)
+                job.error = out_of_memory(job, error) or error
+                ended: SessionEvent = JobFailed(job, job.error)
             else:
                 ended = JobCancelled(job) if job.cancelled.is_set() else JobFinished(job, job.result)
             with self._lock:
@@ -288,6 +288,22 @@ class ModelSession:
     def _end(self, job: Job, event: SessionEvent) -> None:
         job.finished.set()
         self.listener(event)
+
+
+def out_of_memory(job: Job, error: BaseException) -> UserError | None:
+    """The sentence for a job that ran out of memory (the model stays loaded, the next job may fit), or None."""
+    import torch
+
+    cpu_refused = isinstance(error, RuntimeError) and "can't allocate memory" in str(error)  # torch's CPU allocator
+    if not (cpu_refused or isinstance(error, MemoryError | torch.OutOfMemoryError)):
+        return None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what the failed job held goes back to the device
+    what = job.description or job.kind
+    return UserError(
+        f"out of memory during {what}: try a shorter prompt or fewer max tokens, close what else uses the memory, "
+        "or load the model in a smaller dtype (bf16)."
+    )
 
 
 def prompt_ids(

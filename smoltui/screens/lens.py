@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from smoltui.engine.runs import RunSummary
 
 NARROW_WIDTH = 100
+SIDE_WIDTH = 37  # the side panel's text, before it is laid out (smoltui.tcss: 42 less border, padding, scrollbar)
 SPEEDS = (1, 2, 4, 8, 16, 32)  # frames a second
 DEFAULT_SPEED = 3  # 8 a second
 DEFAULT_NEW_TOKENS = 16
@@ -115,6 +116,7 @@ class LensScreen(SmolScreen):
         self.query_one("#target", Input).tooltip = "A token whose rank every cell shows (enter recomputes)"
         self.query_one("#run", Input).tooltip = "A run id (or a unique prefix): enter steps through its checkpoints"
         self.watch(self.app, "session_model", self._model_changed)
+        self._show_status()
 
     # -- what tests and benchmarks read ----------------------------------------------------------------------
 
@@ -375,7 +377,7 @@ class LensScreen(SmolScreen):
             panel.update("No grid yet: compute one, then move the cursor over its cells.")
             view.border_subtitle = ""
             return
-        panel.update(cell_panel(grid, *view.cursor, width=panel.content_size.width or 36))
+        panel.update(cell_panel(grid, *view.cursor, width=panel.size.width or SIDE_WIDTH))
         self._show_subtitle()
 
     def _show_subtitle(self) -> None:
@@ -394,8 +396,6 @@ class LensScreen(SmolScreen):
         self.query_one("#lens-legend", Static).update(legend)
 
     def _show_status(self) -> None:
-        if not self.is_mounted:
-            return
         parts = ["▶ playing" if self.playing else "paused", f"{SPEEDS[self.speed]} frames/s (+ -)"]
         if self.film.frames:
             parts.append(f"frame {self.frame + 1}/{len(self.film.frames)} (, .)")
@@ -461,3 +461,4 @@ class LensScreen(SmolScreen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        self.call_after_refresh(self._show_cell)  # the bars fit the side panel's new width

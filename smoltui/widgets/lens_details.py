@@ -26,7 +26,7 @@ def bar(share: float, width: int) -> str:
 def cell_panel(grid: LensGrid, row: int, position: int, *, width: int = 36) -> Text:
     """The side panel for one cell (`width` cells wide): where it is, its top tokens (probability and a bar), and
     its numbers."""
-    bar_width = max(3, width - 24)
+    bar_width = max(3, width - 27)  # after the rank, the token, the probability; before the mark
     token, following = int(grid.token_ids[position]), int(grid.next_ids[position])
     panel = Text.assemble((f"{grid.row_label(row)} · position {position}\n", "bold"))
     panel.append(f"input {visible(grid.text(token))!r}")
@@ -58,5 +58,5 @@ def mode_legend(mode: LensMode, *, has_target: bool) -> Text:
         return legend
     for colour, label in mode.legend():
         legend.append_text(Text.assemble(("■", colour), f" {label} "))
-    legend.append(f" {MARK} top token came next")
+    legend.append(f" {MARK} came next")
     return legend

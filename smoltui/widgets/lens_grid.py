@@ -8,6 +8,7 @@ both ways to keep the cursor in sight. A click on a cell posts `CellClicked`.
 
 from __future__ import annotations
 
+import textwrap
 from typing import TYPE_CHECKING
 
 from rich.segment import Segment
@@ -161,10 +162,11 @@ class LensGridView(Widget, can_focus=True):
         base = self.rich_style
         grid = self.grid
         if grid is None or grid.positions == 0:
-            if y != 0:
+            lines = textwrap.wrap(self._placeholder, max(width, 1))
+            if y >= len(lines):
                 return Strip.blank(width, base)
             style = base + self.get_component_rich_style("lens-grid--placeholder")
-            return Strip([Segment(fit_text(self._placeholder, width), style)]).adjust_cell_length(width, base)
+            return Strip([Segment(lines[y], style)]).adjust_cell_length(width, base)
         shown = range(self.first_position, min(grid.positions, self.first_position + self.columns_shown))
         layers = self.layers_shown
         if y == 0:

@@ -68,7 +68,7 @@ INF = float("inf")
 LENS_MODES: tuple[LensMode, ...] = (
     LensMode(
         "probability",
-        "top-token probability",
+        "probability",
         tuple(bound for bound, _, _ in PROBABILITY_BANDS[:-1]) + (INF,),
         tuple(label for _, _, label in PROBABILITY_BANDS),
         tuple(colour for _, colour, _ in PROBABILITY_BANDS),

@@ -161,7 +161,7 @@ async def test_the_mode_key_cycles_the_legend_and_a_target_colours_by_its_rank(w
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_lens(pilot, llama)
         await compute(pilot, screen, new_tokens=0)
-        assert "top-token probability" in said(screen, "#lens-legend") and "≥80%" in said(screen, "#lens-legend")
+        assert "m probability:" in said(screen, "#lens-legend") and "≥80%" in said(screen, "#lens-legend")
         await pilot.press("m")
         assert "set a target token (t)" in said(screen, "#lens-legend")
         await pilot.press("m")
@@ -221,6 +221,7 @@ async def test_stepping_through_a_runs_checkpoints(workspace, write_run, tmp_pat
         await settle(pilot)
         await pilot.press("escape", "home")
         assert [frame.title for frame in screen.film.frames] == ["checkpoint step 10", "checkpoint step 20"]
+        assert run.suggester is not None and await run.suggester.get_suggestion("20300101-000000-l") == run.value
         assert "run 20300101-000000-lens · 1/2 checkpoint step 10" in screen.grid_view.border_title
         first = screen.shown_grid
         await pilot.press("full_stop")

@@ -19,6 +19,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
 from smoltui.engine.bundled import bundled_models
+from smoltui.engine.decode_events import PromptTruncated
 from smoltui.engine.errors import UserError
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.lens_look import LENS_MODES
@@ -39,6 +40,7 @@ SIDE_WIDTH = 37  # the side panel's text, before it is laid out (smoltui.tcss: 4
 SPEEDS = (1, 2, 4, 8, 16, 32)  # frames a second
 DEFAULT_SPEED = 3  # 8 a second
 DEFAULT_NEW_TOKENS = 16
+STATUS_FPS = 10  # how often the status line may count the frames coming in: never a repaint per token
 TYPING_ACTIONS = {"compute", "stop", "leave_field"}  # what keys do while a field has the keyboard
 CURSOR_HELP = "Move the cell cursor (the side panel shows the cell's top tokens)"
 STEP_HELP = "Step back or forward one frame (a token, or a checkpoint); stepping pauses"
@@ -58,9 +60,9 @@ class LensScreen(SmolScreen):
         Binding("comma", "step(-1)", "Back", key_display=",", tooltip=STEP_HELP),
         Binding("full_stop", "step(1)", "Fwd", key_display=".", tooltip=STEP_HELP),
         Binding("m", "cycle_mode", "Mode", tooltip="Colour by probability, target rank, entropy or KL to final"),
-        Binding("i", "focus('prompt')", "Prompt", tooltip="Type the prompt"),
-        Binding("t", "focus('target')", "Target", tooltip="Type a target token: its rank in every cell"),
-        Binding("r", "focus('run')", "Run", tooltip="Type a run id: the lens at each of its checkpoints"),
+        Binding("i", "focus_field('prompt')", "Prompt", tooltip="Type the prompt"),
+        Binding("t", "focus_field('target')", "Target", tooltip="Type a target token: its rank in every cell"),
+        Binding("r", "focus_field('run')", "Run", tooltip="Type a run id: the lens at each of its checkpoints"),
         Binding("s", "save_picture", "Save SVG", tooltip="Save the screen as an SVG picture in the workspace"),
         Binding("plus", "speed(1)", "Faster", key_display="+", tooltip="Play more frames a second"),
         Binding("minus", "speed(-1)", "Slower", key_display="-", tooltip="Play fewer frames a second"),
@@ -86,6 +88,7 @@ class LensScreen(SmolScreen):
         self._load_job: Job | None = None
         self._target: TargetToken | None = None
         self._stop_requested = False
+        self._frames_counted = True  # whether the status line's count of frames is up to date
         self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
@@ -111,6 +114,7 @@ class LensScreen(SmolScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self._play_timer = self.set_interval(1 / SPEEDS[self.speed], self._advance, pause=True)
+        self.set_interval(1 / STATUS_FPS, self._count_frames)
         self.query_one("#lens-side").border_title = "Cell · arrows or a click"
         self.query_one("#generate", Input).tooltip = "How many tokens to generate after the prompt (0: none)"
         self.query_one("#target", Input).tooltip = "A token whose rank every cell shows (enter recomputes)"
@@ -230,18 +234,27 @@ class LensScreen(SmolScreen):
             self._load_event(event)
         elif job is not None and job is self._job:
             if isinstance(event, JobProgressed):
-                if isinstance(event.event, str):  # a checkpoint being loaded
-                    self._say(event.event)
-                else:
-                    changed = self.film.add(event.event)
-                    if changed == self.frame:
-                        self._show_grid()  # the frame in sight (the first, or the prompt's, now with its next)
-                    elif changed is not None:
-                        self._show_status()  # the count of frames; the grid follows at the play rate
-                if self.film.note:
-                    self._say(self.film.note)
+                self._job_said(event.event)
             elif isinstance(event, JobFinished | JobFailed | JobCancelled):
                 self._job_ended(event)
+
+    def _job_said(self, event) -> None:
+        """One event of the lens job: a frame (drawn now only when it is the one in sight), a note, a load."""
+        if isinstance(event, str):  # a checkpoint being loaded
+            self._say(event)
+            return
+        changed = self.film.add(event)
+        if isinstance(event, PromptTruncated):
+            self._say(event.message)
+        elif changed == self.frame:
+            self._show_grid()  # the frame in sight (the first, or the prompt's, now with its next)
+        elif changed is not None:
+            self._frames_counted = False  # the status line counts them at STATUS_FPS, not once a token
+
+    def _count_frames(self) -> None:
+        if not self._frames_counted:
+            self._frames_counted = True
+            self._show_status()
 
     def _job_ended(self, event) -> None:
         self._job = None
@@ -252,10 +265,11 @@ class LensScreen(SmolScreen):
             self._say(describe_error(event.error))
         elif isinstance(event, JobCancelled) and not self._stop_requested:
             self._say("cancelled: the model changed.")
-        elif self.film.kind == "generation" and not self.film.note:
+        elif not self.film.note:
             self._say("")
         if not self.playing:
             self._show()
+        self._show_status()
 
     def _load_event(self, event) -> None:
         if isinstance(event, JobProgressed):
@@ -425,7 +439,7 @@ class LensScreen(SmolScreen):
     def show_runs(self, runs: Sequence[RunSummary]) -> None:
         self.query_one("#run", Input).suggester = SuggestFromList([run.run_id for run in runs])
 
-    def action_focus(self, field: str) -> None:
+    def action_focus_field(self, field: str) -> None:
         self.query_one(f"#{field}", Input).focus()
 
     def action_leave_field(self) -> None:

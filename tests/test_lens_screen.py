@@ -248,3 +248,31 @@ async def test_s_saves_the_view_as_an_svg_picture_in_the_workspace(workspace, ll
                 break
         assert len(pictures) == 1 and pictures[0].name.startswith("smoltui_lens")
         assert "embeddings" in pictures[0].read_text()
+
+
+async def test_the_cursor_scrolls_a_wide_grid_and_keeps_in_sight(workspace, llama):
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_lens(pilot, llama)
+        await compute(pilot, screen, "The quick brown fox jumps over the lazy dog", new_tokens=0)
+        view = screen.grid_view
+        positions, across = screen.shown_grid.positions, view.columns_shown
+        assert positions > across and view.first_position == positions - across  # the newest columns in sight
+        await pilot.press(*["left"] * (positions - 1))
+        assert view.cursor[1] == 0 and view.first_position == 0
+        assert view.border_subtitle == f"positions 0-{across - 1} of {positions}"
+        await pilot.press("right")
+        assert view.first_position == 0  # in sight already: no scroll
+
+
+def test_the_probability_mode_colours_as_the_sample_screen_does():
+    from smoltui.formatting import probability_colour
+    from smoltui.lens_look import MODES_BY_NAME
+
+    mode = MODES_BY_NAME["probability"]
+    values = np.array([0.0, 0.005, 0.01, 0.049, 0.05, 0.2, 0.5, 0.79, 0.8, 1.0])
+    assert [mode.colours[band] for band in mode.bands(values)] == [probability_colour(v) for v in values]
+    ranks = MODES_BY_NAME["target rank"]
+    assert [ranks.labels[band] for band in ranks.bands(np.array([0, 1, 9, 10, 99_999]))] == [
+        "top", "<10", "<10", "<100", "≥10k"
+    ]  # fmt: skip

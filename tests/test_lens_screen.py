@@ -246,7 +246,7 @@ async def test_s_saves_the_view_as_an_svg_picture_in_the_workspace(workspace, ll
             pictures = list((workspace / "screenshots").glob("*.svg"))
             if pictures:
                 break
-        assert len(pictures) == 1 and pictures[0].name.startswith("smoltui_lens")
+        assert len(pictures) == 1 and pictures[0].name.startswith("smoltui-lens-")
         assert "embeddings" in pictures[0].read_text()
 
 

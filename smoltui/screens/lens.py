@@ -6,6 +6,7 @@ The layout, keys, cursor and playback are here; the jobs and the frames they mak
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
@@ -19,34 +20,27 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
 from smoltui.engine.bundled import bundled_models
-from smoltui.engine.decode_events import PromptTruncated
-from smoltui.engine.errors import UserError
-from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.lens_look import LENS_MODES
-from smoltui.messages import SessionUpdated
 from smoltui.screens.base import SmolScreen, model_name
-from smoltui.screens.lens_jobs import LensFilm, checkpoints_work, generation_work
+from smoltui.screens.lens_jobs import DEFAULT_NEW_TOKENS, STATUS_FPS, LensJobs
 from smoltui.screens.sample_generation import BUNDLED
 from smoltui.widgets.lens_details import cell_panel, mode_legend
 from smoltui.widgets.lens_grid import LensGridView
-from smoltui.widgets.worker_errors import describe_error, report_error
 
 if TYPE_CHECKING:
-    from smoltui.engine.lens import LensGrid, TargetToken
+    from smoltui.engine.lens import LensGrid
     from smoltui.engine.runs import RunSummary
 
 NARROW_WIDTH = 100
 SIDE_WIDTH = 37  # the side panel's text, before it is laid out (smoltui.tcss: 42 less border, padding, scrollbar)
 SPEEDS = (1, 2, 4, 8, 16, 32)  # frames a second
 DEFAULT_SPEED = 3  # 8 a second
-DEFAULT_NEW_TOKENS = 16
-STATUS_FPS = 10  # how often the status line may count the frames coming in: never a repaint per token
 TYPING_ACTIONS = {"compute", "stop", "leave_field"}  # what keys do while a field has the keyboard
 CURSOR_HELP = "Move the cell cursor (the side panel shows the cell's top tokens)"
 STEP_HELP = "Step back or forward one frame (a token, or a checkpoint); stepping pauses"
 
 
-class LensScreen(SmolScreen):
+class LensScreen(LensJobs, SmolScreen):
     """The logit lens of the session's model (or of a run's checkpoints), frame by frame."""
 
     MODE = "lens"
@@ -83,12 +77,8 @@ class LensScreen(SmolScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.film = LensFilm()
-        self._job: Job | None = None
-        self._load_job: Job | None = None
-        self._target: TargetToken | None = None
-        self._stop_requested = False
-        self._frames_counted = True  # whether the status line's count of frames is up to date
+        self._init_jobs()
+        self._legend_shown: tuple[int, bool] | None = None  # (mode, whether a target is set) of the legend shown
         self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
@@ -138,7 +128,6 @@ class LensScreen(SmolScreen):
         if self.film.kind != "checkpoints":
             self.film.start("")
             self.frame = 0
-            self._target = None
         self._show()
         self.refresh_bindings()
 
@@ -147,141 +136,6 @@ class LensScreen(SmolScreen):
             return ""
         bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
         return f"No model is loaded: load one on the Model screen (key 2){bundled}; or type a run id below (r)."
-
-    def action_load_bundled(self) -> None:
-        import os
-
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        session = self.smol.session
-        self._load_job = session.load(BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace)
-        self._say(f"loading {BUNDLED}…")
-        self.refresh_bindings()
-
-    # -- computing -------------------------------------------------------------------------------------------
-
-    def action_compute(self) -> None:
-        """The lens of the prompt on the session's model, growing with each generated token."""
-        loaded = self.smol.session_model
-        if loaded is None:
-            self._say(self._no_model_hint())
-            return
-        prompt = self.query_one("#prompt", Input).value
-        if not prompt:
-            self._say("Type a prompt first (i), then press enter.")
-            return
-        new_tokens = self._new_tokens()
-        target = self._resolve_target(loaded.tokenizer)
-        if new_tokens is None or target is False:
-            return
-        self._start("generation", generation_work(prompt, new_tokens, target.token_id if target else None))
-
-    def _compute_checkpoints(self) -> None:
-        run = self.query_one("#run", Input).value.strip()
-        prompt = self.query_one("#prompt", Input).value
-        if not run:
-            self._say("Type a run id first (r): the lens is shown at each of its checkpoints.")
-            return
-        if not prompt:
-            self._say("Type a prompt first (i): its lens is shown at each checkpoint of the run.")
-            return
-        target = self.query_one("#target", Input).value or None
-        work = checkpoints_work(run, prompt, target, self.smol.workspace, self.smol.device)
-        self._start("checkpoints", work, run)
-
-    def _start(self, kind: str, work, source: str = "") -> None:
-        if self._job is not None:
-            self._job.cancel()
-        self.film.start(kind, source)
-        self._stop_requested = False
-        self._job = self.smol.session.submit("lens", work, f"lens ({kind})", tag=self)
-        self.computing = True
-        self.frame = 0
-        self.playing = True
-        self._say("")
-        self._show()
-
-    def _new_tokens(self) -> int | None:
-        text = self.query_one("#generate", Input).value.strip() or "0"
-        count = int(text) if text.lstrip("-").isdigit() else -1
-        if count < 0:
-            self._say("The number of tokens to generate is a whole number, 0 or more; type it after generate.")
-            return None
-        return count
-
-    def _resolve_target(self, tokenizer) -> TargetToken | None | bool:
-        """The target token typed, None for none, or False after saying why the text is not one token."""
-        from smoltui.engine.lens import target_token
-
-        text = self.query_one("#target", Input).value
-        if not text:
-            return None
-        try:
-            return target_token(tokenizer, text)
-        except UserError as error:
-            self._say(str(error))
-            return False
-
-    def action_stop(self) -> None:
-        if self._job is not None:
-            self._stop_requested = True
-            self._job.cancel()
-
-    def on_session_updated(self, message: SessionUpdated) -> None:
-        message.stop()
-        event = message.event
-        job = getattr(event, "job", None)
-        if job is not None and job is self._load_job:
-            self._load_event(event)
-        elif job is not None and job is self._job:
-            if isinstance(event, JobProgressed):
-                self._job_said(event.event)
-            elif isinstance(event, JobFinished | JobFailed | JobCancelled):
-                self._job_ended(event)
-
-    def _job_said(self, event) -> None:
-        """One event of the lens job: a frame (drawn now only when it is the one in sight), a note, a load."""
-        if isinstance(event, str):  # a checkpoint being loaded
-            self._say(event)
-            return
-        changed = self.film.add(event)
-        if isinstance(event, PromptTruncated):
-            self._say(event.message)
-        elif changed == self.frame:
-            self._show_grid()  # the frame in sight (the first, or the prompt's, now with its next)
-        elif changed is not None:
-            self._frames_counted = False  # the status line counts them at STATUS_FPS, not once a token
-
-    def _count_frames(self) -> None:
-        if not self._frames_counted:
-            self._frames_counted = True
-            self._show_status()
-
-    def _job_ended(self, event) -> None:
-        self._job = None
-        self.computing = False
-        if isinstance(event, JobFailed):
-            if not isinstance(event.error, UserError):
-                report_error(self, event.error)
-            self._say(describe_error(event.error))
-        elif isinstance(event, JobCancelled) and not self._stop_requested:
-            self._say("cancelled: the model changed.")
-        elif not self.film.note:
-            self._say("")
-        if not self.playing:
-            self._show()
-        self._show_status()
-
-    def _load_event(self, event) -> None:
-        if isinstance(event, JobProgressed):
-            self._say(str(event.event))
-            return
-        if isinstance(event, JobFinished):
-            self._load_job = None
-            self._say(f"loaded {BUNDLED}; type a prompt (i) and press enter.")
-        elif isinstance(event, JobFailed | JobCancelled):
-            self._load_job = None
-            self._say(f"nothing loaded: {describe_error(event.error) if isinstance(event, JobFailed) else 'cancelled'}")
-        self.refresh_bindings()
 
     # -- playback --------------------------------------------------------------------------------------------
 
@@ -358,14 +212,15 @@ class LensScreen(SmolScreen):
 
     def _show(self) -> None:
         """Everything that depends on the frame: the grid, its title, the cell panel, the legend, the status."""
-        view = self.grid_view
-        grid = self.shown_grid
-        view.placeholder = self._no_model_hint() if self.film.kind != "checkpoints" else ""
-        if grid is None and self.smol.session_model is not None and not self.computing:
-            view.placeholder = "Type a prompt below (i) and press enter: its lens, then each generated token's."
-        if self.computing and grid is None:
-            view.placeholder = "computing the lens…"
+        self.grid_view.placeholder = self._placeholder()
         self._show_grid()
+
+    def _placeholder(self) -> str:
+        if self.computing:
+            return "computing the lens…"
+        if self.film.kind != "checkpoints" and self.smol.session_model is None:
+            return self._no_model_hint()
+        return "Type a prompt below (i) and press enter: its lens, then each generated token's; or a run id (r)."
 
     def _show_frame(self) -> None:
         view = self.grid_view
@@ -406,8 +261,10 @@ class LensScreen(SmolScreen):
 
     def _show_legend(self) -> None:
         grid = self.grid_view.grid
-        legend = mode_legend(LENS_MODES[self.mode], has_target=grid is not None and grid.target_id is not None)
-        self.query_one("#lens-legend", Static).update(legend)
+        has_target = grid is not None and grid.target_id is not None
+        if self._legend_shown != (self.mode, has_target):  # a legend that may wrap lays the screen out again
+            self._legend_shown = (self.mode, has_target)
+            self.query_one("#lens-legend", Static).update(mode_legend(LENS_MODES[self.mode], has_target=has_target))
 
     def _show_status(self) -> None:
         parts = ["▶ playing" if self.playing else "paused", f"{SPEEDS[self.speed]} frames/s (+ -)"]
@@ -415,7 +272,7 @@ class LensScreen(SmolScreen):
             parts.append(f"frame {self.frame + 1}/{len(self.film.frames)} (, .)")
         if self.computing:
             parts.append("computing… (esc stops)")
-        self.query_one("#lens-status", Static).update(Text(" · ".join(parts), style="dim"))
+        self.query_one("#lens-status", Static).update(Text(" · ".join(parts), style="dim"), layout=False)
 
     def _say(self, sentence: str) -> None:
         """One sentence about the last thing asked (a bad input, a truncated prompt, a load), until the next."""
@@ -446,9 +303,8 @@ class LensScreen(SmolScreen):
         self.grid_view.focus()
 
     def action_save_picture(self) -> None:
-        from textual._files import generate_datetime_filename
-
-        self.app.deliver_screenshot(generate_datetime_filename("smoltui lens", ".svg"))
+        """The screen as an SVG picture, saved where the palette's Screenshot saves (SmolApp.deliver_screenshot)."""
+        self.app.deliver_screenshot(time.strftime("smoltui-lens-%Y%m%d-%H%M%S.svg"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         typing = self.is_current and isinstance(self.focused, Input)

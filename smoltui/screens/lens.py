@@ -250,14 +250,18 @@ class LensScreen(LensJobs, SmolScreen):
         self._show_subtitle()
 
     def _show_subtitle(self) -> None:
-        """Which positions are in sight, when not all are."""
+        """Which positions and layers are in sight, when not all are."""
         view = self.grid_view
         grid = view.grid
-        subtitle = ""
+        parts = []
         if grid is not None and grid.positions > view.columns_shown:
             last = min(grid.positions, view.first_position + view.columns_shown)
-            subtitle = f"positions {view.first_position}-{last - 1} of {grid.positions}"
-        view.border_subtitle = subtitle
+            parts.append(f"positions {view.first_position}-{last - 1} of {grid.positions}")
+        if grid is not None and grid.rows > view.layers_shown:
+            top = grid.rows - 1 - view.first_line
+            bottom = top - view.layers_shown + 1
+            parts.append(f"{grid.row_label(bottom)} to {top - 1} of {grid.rows} rows")  # the top row is layer top - 1
+        view.border_subtitle = " · ".join(parts)
 
     def _show_legend(self) -> None:
         grid = self.grid_view.grid

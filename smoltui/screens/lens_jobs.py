@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from smoltui.engine.lens import LensGrid, TargetToken
     from smoltui.engine.session import JobContext
     from smoltui.screens.base import Workbench
+    from smoltui.widgets.lens_grid import LensGridView
 
 TOP_K = 10  # the side panel's top tokens
 STATUS_FPS = 10  # how often the status line may count the frames coming in: never a repaint per token
@@ -128,12 +129,12 @@ def checkpoints_work(run: str, prompt: str, target: str | None, workspace, devic
 class LensJobs:
     """The Lens screen's jobs and their events (a part of LensScreen, kept apart for its size)."""
 
-    # What LensScreen provides (see lens.py).
-    film: LensFilm
+    # What LensScreen provides (see lens.py): its reactives, the app, and _say, _show, _show_grid, _show_status.
     frame: int
     playing: bool
     computing: bool
     smol: Workbench
+    grid_view: LensGridView
 
     def _init_jobs(self) -> None:
         self.film = LensFilm()
@@ -191,6 +192,7 @@ class LensJobs:
         self.playing = True
         self._say("")
         self._show()
+        self.grid_view.focus()  # the keys play, step and point at once
 
     def _new_tokens(self) -> int | None:
         text = self.query_one("#generate", Input).value.strip() or "0"

@@ -276,3 +276,22 @@ def test_the_probability_mode_colours_as_the_sample_screen_does():
     assert [ranks.labels[band] for band in ranks.bands(np.array([0, 1, 9, 10, 99_999]))] == [
         "top", "<10", "<10", "<100", "≥10k"
     ]  # fmt: skip
+
+
+async def test_a_deep_model_scrolls_its_layers_with_the_cursor(workspace, tmp_path):
+    folder = tmp_path / "deep"
+    tiny_lm("llama", folder, num_hidden_layers=24)
+    bpe_tokenizer().save_pretrained(folder)
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_lens(pilot, load_model(str(folder), device="cpu"))
+        await compute(pilot, screen, "fox", new_tokens=0)
+        view = screen.grid_view
+        down = view.layers_shown
+        assert screen.shown_grid.rows == 25 > down and view.first_line == 0
+        assert f"layer {24 - down} to 23 of 25 rows" in view.border_subtitle
+        assert drawn(screen)[1].startswith("layer 23")
+        await pilot.press(*["down"] * 24)
+        assert view.cursor[0] == 0 and view.first_line == 25 - down
+        assert drawn(screen)[down].startswith("embeddings") and drawn(screen)[down + 1].startswith("input")
+        assert f"embeddings to {down - 2} of 25 rows" in view.border_subtitle

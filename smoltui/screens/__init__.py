@@ -38,4 +38,5 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("train", "3", "Train", "smoltui.screens.train", "TrainScreen"),
     ScreenEntry("runs", "4", "Runs", "smoltui.screens.runs", "RunsScreen"),
     ScreenEntry("sample", "5", "Sample", "smoltui.screens.sample", "SampleScreen"),
+    ScreenEntry("attention", "7", "Attention", "smoltui.screens.attention", "AttentionScreen"),
 )

@@ -237,8 +237,8 @@ class AttentionScreen(SmolScreen):
             return
         wanted = self.layer_index + step
         if not 0 <= wanted < len(maps.layers):
-            self._say(f"layer {maps.layers[0] if wanted < 0 else maps.layers[-1] + 1} does not exist; this model "
-                      f"has layers {maps.layers[0]} to {maps.layers[-1]}.")  # fmt: skip
+            missing = maps.layers[0] - 1 if wanted < 0 else maps.layers[-1] + 1
+            self._say(f"layer {missing} does not exist; this model has layers {maps.layers[0]} to {maps.layers[-1]}.")
             return
         self.layer_index = wanted
         self._say("")

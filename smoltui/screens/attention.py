@@ -369,7 +369,7 @@ class AttentionScreen(SmolScreen):
             legend = heat_legend(colour=True, high=self.query_one(AttentionHeatmap).high)
             legend.append(" · rows: queries, columns: keys", "dim")
         elif self.view == "grid":
-            legend = Text("←→↑↓ pick a head · enter opens it · H: mean entropy (nats) · each thumbnail on its own scale")
+            legend = Text("←→↑↓ pick a head · enter opens it · H: mean entropy, nats · each on its own colour scale")
         else:
             legend = heat_legend(colour=True)
             legend.append(" · ←→ pick the token that looks", "dim")
@@ -392,9 +392,8 @@ class AttentionScreen(SmolScreen):
             view.restyle(enumerate(styles))
         view.cursor = self.chosen_token
         head = "the head average" if self.head is None else f"head {self.head}"
-        view.border_title = (
-            f"Layer {maps.layers[self.layer_index]} · {head} · what token {self.chosen_token} {maps.tokens[self.chosen_token]!r} looks at"
-        )
+        token = maps.tokens[self.chosen_token]
+        view.border_title = f"Layer {maps.layers[self.layer_index]} · {head} · what token {self.chosen_token} {token!r} looks at"
         self._legend()
 
     def _show_layers(self) -> None:

@@ -327,9 +327,7 @@ def _prompt_list(prompt_ids: Sequence[int], tokenizer: PreTrainedTokenizerBase) 
     raise UserError("the prompt is empty and this tokenizer has no start token; type a prompt.", field="prompt")
 
 
-def fit_prompt(
-    prompt: list[int], context: int | None, max_new_tokens: int
-) -> tuple[list[int], PromptTruncated | None]:
+def fit_prompt(prompt: list[int], context: int | None, max_new_tokens: int) -> tuple[list[int], PromptTruncated | None]:
     """The prompt's most recent tokens that leave room to answer, keeping at least half the context for it."""
     if context is None:
         return prompt, None

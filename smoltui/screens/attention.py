@@ -392,8 +392,8 @@ class AttentionScreen(SmolScreen):
             view.restyle(enumerate(styles))
         view.cursor = self.chosen_token
         head = "the head average" if self.head is None else f"head {self.head}"
-        token = maps.tokens[self.chosen_token]
-        view.border_title = f"Layer {maps.layers[self.layer_index]} · {head} · what token {self.chosen_token} {token!r} looks at"
+        token, block = maps.tokens[self.chosen_token], maps.layers[self.layer_index]
+        view.border_title = f"Layer {block} · {head} · what token {self.chosen_token} {token!r} looks at"
         self._legend()
 
     def _show_layers(self) -> None:

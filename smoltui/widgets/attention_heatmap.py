@@ -143,8 +143,6 @@ class AttentionHeatmap(Widget, can_focus=True):
                     for offset, digit in enumerate(str(position)):
                         if index + offset < len(ticks):
                             ticks[index + offset] = digit
-            return Strip([Segment("keys ↓".ljust(LABEL), DIM), Segment("".join(ticks), TICK)]).adjust_cell_length(
-                width
-            )
+            return Strip([Segment("keys ↓".ljust(LABEL), DIM), Segment("".join(ticks), TICK)]).adjust_cell_length(width)
         chars = "".join(token_label(token, depth + 1)[depth] for token in keys)
         return Strip([Segment(" " * LABEL), Segment(chars, DIM)]).adjust_cell_length(width)

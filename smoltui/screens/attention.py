@@ -42,6 +42,8 @@ BUNDLED = "smollm2-135m-instruct"
 NARROW_WIDTH = 100  # below this many columns the layers' panel gives way to the heatmap
 VIEWS = {"map": "attn-heatmap", "grid": "attn-grid", "text": "attn-text"}
 TYPING_ACTIONS = {"leave_field"}
+LAYER_HELP = "The layer above (]) or below ([); the heatmap, the grid and the text follow"
+HEAD_HELP = "The next head (}) or the previous one ({); from the average, the first or the last head"
 MOVE_HELP = "Heatmap: scroll the queries (↑↓); head grid: move the cursor; text: pick the token (←→)"
 
 
@@ -83,16 +85,16 @@ class AttentionScreen(SmolScreen):
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("i", "focus_prompt", "Type", tooltip="Type a prompt; enter computes its attention"),
         Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
-        Binding("left_square_bracket", "layer(-1)", "Layer−", key_display="[", tooltip="The layer below"),
-        Binding("right_square_bracket", "layer(1)", "Layer+", key_display="]", tooltip="The layer above"),
-        Binding("left_curly_bracket", "head(-1)", "Head−", key_display="{", tooltip="The previous head"),
-        Binding("right_curly_bracket", "head(1)", "Head+", key_display="}", tooltip="The next head"),
-        Binding("a", "toggle_average", "Average", tooltip="The average of the layer's heads, or back to one head"),
+        Binding("right_square_bracket", "layer(1)", "Layer", key_display="[ ]", tooltip=LAYER_HELP),
+        Binding("right_curly_bracket", "head(1)", "Head", key_display="{ }", tooltip=HEAD_HELP),
         Binding("g", "toggle_view('grid')", "Heads", tooltip="Every head of the layer as a thumbnail"),
         Binding("t", "toggle_view('text')", "Text", tooltip="Shade the prompt by the chosen token's attention"),
+        Binding("a", "toggle_average", "Average", tooltip="The average of the layer's heads, or back to one head"),
         Binding("enter", "open_head", "Open head", tooltip="Open the head under the cursor in the heatmap"),
         Binding("s", "save_svg", "Save SVG", tooltip="Save the screen as an SVG picture in the workspace"),
         Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
+        Binding("left_square_bracket", "layer(-1)", "Layer down", show=False, tooltip=LAYER_HELP),
+        Binding("left_curly_bracket", "head(-1)", "Head down", show=False, tooltip=HEAD_HELP),
         Binding("up", "move(0, -1)", "Up", show=False, tooltip=MOVE_HELP),
         Binding("down", "move(0, 1)", "Down", show=False, tooltip=MOVE_HELP),
         Binding("left", "move(-1, 0)", "Left", show=False, tooltip=MOVE_HELP),
@@ -327,7 +329,9 @@ class AttentionScreen(SmolScreen):
 
     def _say(self, sentence: str) -> None:
         """One sentence in the status line (a mistake, a note about the prompt) until the next."""
-        self.query_one("#attn-status", Static).update(sentence)
+        status = self.query_one("#attn-status", Static)
+        status.update(sentence)
+        status.display = bool(sentence)
 
     def _show(self) -> None:
         """Everything that depends on the maps, the layer, the head and the view."""

@@ -47,6 +47,7 @@ class AttentionHeatmap(Widget, can_focus=True):
         self._follow_end = True  # a new matrix starts scrolled to its last queries
         self._cells: list[list[Segment]] = []  # one list of cells per heatmap line, over the shown keys
         self._strips: dict[int, Strip] = {}
+        self._longest_key = 0  # the longest shown key's characters
 
     # -- what the screen sets --------------------------------------------------------------------------------
 
@@ -80,7 +81,7 @@ class AttentionHeatmap(Widget, can_focus=True):
     @property
     def key_lines(self) -> int:
         """Lines under the map: the positions' ticks, then the keys written downwards (fewer on a short widget)."""
-        return 1 + max(0, min(KEY_LINES, self.size.height - 4))
+        return 1 + max(0, min(KEY_LINES, self._longest_key, self.size.height - 4))
 
     @property
     def map_lines(self) -> int:
@@ -101,6 +102,7 @@ class AttentionHeatmap(Widget, can_focus=True):
         self._strips.clear()
         if self.matrix is not None:
             first = self.first_key
+            self._longest_key = max((len(visible(token)) for token in self.tokens[first:]), default=0)
             self._cells = half_block_rows(heat_levels(self.matrix[first:, first:], high=self.high))
             self.top = self.last_top if self._follow_end else min(self.top, self.last_top)
             first, end = self.shown_queries

@@ -219,6 +219,7 @@ class AttentionScreen(SmolScreen):
                 self._show()
             elif isinstance(event, JobCancelled):
                 self._show()
+            self.refresh_bindings()  # the keys that move through the maps work now, or no longer
 
     def _take(self, inspection: Inspection) -> None:
         self.inspection = inspection

@@ -111,6 +111,7 @@ class AttentionScreen(SmolScreen):
         self.chosen_token = 0  # the text view's chosen token
         self._job: Job | None = None
         self._load_job: Job | None = None
+        self._layers_shown: AttentionMaps | None = None  # the maps the layers' panel was laid out for
         self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
@@ -344,6 +345,7 @@ class AttentionScreen(SmolScreen):
             message.border_title = "Attention"
             switcher.current = "attn-message"
             self.query_one("#attn-layers", Static).update("")
+            self._layers_shown = None
             self.query_one("#attn-legend", Static).update("")
             return
         switcher.current = VIEWS[self.view]
@@ -378,7 +380,7 @@ class AttentionScreen(SmolScreen):
         else:
             legend = heat_legend(colour=True)
             legend.append(" · ←→ pick the token that looks", "dim")
-        self.query_one("#attn-legend", Static).update(legend)
+        self.query_one("#attn-legend", Static).update(legend, layout=False)  # one line, whatever it says
 
     def _show_text(self) -> None:
         maps = self.maps
@@ -407,4 +409,7 @@ class AttentionScreen(SmolScreen):
         entropy = maps.entropy.mean(axis=(1, 2))  # (layers,) over heads and queries
         activations = self.inspection.activations if self.inspection is not None else None
         norms = None if activations is None else activations.residual_norm[1:].mean(axis=1)  # (layers,) blocks
-        self.query_one("#attn-layers", Static).update(layer_panel(entropy, norms, self.layer_index))
+        panel = self.query_one("#attn-layers", Static)
+        # As many lines for every layer of the same maps: only new maps can change the panel's height.
+        panel.update(layer_panel(entropy, norms, self.layer_index), layout=self._layers_shown is not maps)
+        self._layers_shown = maps

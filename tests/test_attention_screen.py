@@ -48,12 +48,17 @@ async def open_attention(pilot, loaded=None, prompt: str | None = PROMPT) -> Att
     return screen
 
 
+def lines_in_view(heatmap: AttentionHeatmap) -> int:
+    rows = (len(heatmap.tokens) - heatmap.first_key) * heatmap.zoom  # half-lines of the whole map
+    return min(heatmap.map_lines, -(-rows // 2) - heatmap.top)
+
+
 def drawn_levels(heatmap: AttentionHeatmap) -> np.ndarray:
-    """The colour levels the heatmap drew, read back from its strips: (queries in view, keys) with MASKED blanks."""
-    first, end = heatmap.shown_queries
-    keys = len(heatmap.tokens) - heatmap.first_key
+    """The colour levels the heatmap drew, read back from its strips: one row per half-line in view, one column per
+    cell (a weight is `zoom` cells each way), MASKED where nothing is drawn."""
+    keys = (len(heatmap.tokens) - heatmap.first_key) * heatmap.zoom
     rows = []
-    for y in range((end - first + 1) // 2):
+    for y in range(lines_in_view(heatmap)):
         cells = heatmap.render_line(y)._segments[1:]  # after the query labels
         upper, lower = [], []
         for segment in cells[:keys]:
@@ -69,13 +74,17 @@ def drawn_levels(heatmap: AttentionHeatmap) -> np.ndarray:
                 upper.append(MASKED)
                 lower.append(MASKED)
         rows += [upper, lower]
-    return np.array(rows[: end - first])
+    return np.array(rows)
 
 
 def expected_levels(heatmap: AttentionHeatmap, matrix: np.ndarray) -> np.ndarray:
-    first = heatmap.first_key
-    start, end = heatmap.shown_queries
-    return heat_levels(matrix[first:, first:], high=float(matrix[1:].max()))[start - first : end - first]
+    """What drawn_levels should read for `matrix` (T, T): its levels on the heatmap's scale, zoomed, in view."""
+    first, zoom, top = heatmap.first_key, heatmap.zoom, heatmap.top
+    levels = heat_levels(matrix[first:, first:], high=float(matrix[1:].max()))
+    zoomed = levels.repeat(zoom, axis=0).repeat(zoom, axis=1)  # (K·zoom, K·zoom)
+    if len(zoomed) % 2:  # an odd last row has nothing under it
+        zoomed = np.vstack([zoomed, np.full((1, zoomed.shape[1]), MASKED, dtype=zoomed.dtype)])
+    return zoomed[2 * top : 2 * (top + lines_in_view(heatmap))]
 
 
 def status(screen) -> str:
@@ -90,6 +99,7 @@ async def test_enter_computes_the_maps_and_the_norms_of_the_prompt(workspace, ti
         np.testing.assert_allclose(screen.maps.weights, expected.weights, atol=1e-6)
         assert screen.inspection.activations is not None
         heatmap = screen.query_one(AttentionHeatmap)
+        assert heatmap.zoom == 2  # 23 tokens fit twice as large: one query per line, two cells per key
         assert heatmap.border_title.startswith("Layer 0/1 · head 0/3")
         np.testing.assert_array_equal(drawn_levels(heatmap), expected_levels(heatmap, expected.weights[0, 0]))
         layers = text_of(screen.query_one("#attn-layers"))
@@ -167,6 +177,8 @@ async def test_the_text_view_shades_each_token_by_the_chosen_tokens_weights(work
                 assert back.triplet.hex == Color.parse(PALETTE[levels[key]]).triplet.hex
         await pilot.press(*["left"] * (count + 5))  # stops at the first token
         assert screen.chosen_token == 0
+        await pilot.click(view, offset=(2 + 4, 1))  # the border and the padding, then "the cat": its "c"
+        assert screen.chosen_token == 4 and view.cursor == 4
 
 
 async def test_keys_stop_at_the_edges_with_a_sentence(workspace, tiny4):
@@ -192,7 +204,7 @@ async def test_a_long_prompt_scrolls_its_queries_and_labels_both_axes(workspace,
         screen = await open_attention(pilot, tiny4, prompt)
         heatmap = screen.query_one(AttentionHeatmap)
         first, end = heatmap.shown_queries
-        assert end == 80 and first > 0  # the last queries first: they see the whole prompt
+        assert heatmap.zoom == 1 and end == 80 and first > 0  # the last queries first: they see the whole prompt
         lines = text_of(heatmap).splitlines()
         ticks = next(index for index, line in enumerate(lines) if "keys ↓" in line)
         assert "70" in lines[ticks] and "lazy·dog." in lines[ticks + 1]  # the keys along the bottom, under ticks

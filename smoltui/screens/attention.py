@@ -44,7 +44,7 @@ VIEWS = {"map": "attn-heatmap", "grid": "attn-grid", "text": "attn-text"}
 TYPING_ACTIONS = {"leave_field"}
 LAYER_HELP = "The layer above (]) or below ([); the heatmap, the grid and the text follow"
 HEAD_HELP = "The next head (}) or the previous one ({); from the average, the first or the last head"
-MOVE_HELP = "Heatmap: scroll the queries (↑↓); head grid: move the cursor; text: pick the token (←→)"
+MOVE_HELP = "Heatmap: scroll the queries (↑↓); head grid: move the cursor; text: pick the token (←→ or a click)"
 
 
 @dataclass(frozen=True)
@@ -296,6 +296,11 @@ class AttentionScreen(SmolScreen):
         elif dx:
             self.chosen_token = max(0, min(self.chosen_token + dx, len(self.maps.tokens) - 1))
             self._show_text()
+
+    @on(TokenView.TokenClicked, "#attn-text")
+    def _token_clicked(self, event: TokenView.TokenClicked) -> None:
+        self.chosen_token = event.token
+        self._show_text()
 
     def _grid_move(self, step: int) -> None:
         grid = self.query_one(AttentionHeadGrid)

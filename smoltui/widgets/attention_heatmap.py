@@ -1,8 +1,9 @@
 """AttentionHeatmap: one (T, T) attention matrix as half-block cells, queries down the left, keys along the bottom.
 
 One widget draws every cell with `render_line` (no widget per cell): two query rows per line (smoltui.heatmap),
-each line's Strip made once per matrix and kept until the matrix, the size or the scroll changes. The last keys
-that fit the width are drawn with their queries; when the queries need more lines than there are, the lines
+each line's Strip made once per matrix and kept until the matrix, the size or the scroll changes. A short prompt
+is zoomed (each weight 2 or 4 cells wide and as many half-lines tall) while it still fits; a long one shows the
+last keys that fit the width with their queries, and when the queries need more lines than there are, the lines
 scroll (`scroll_lines`), starting at the bottom, where the queries see the whole prompt.
 """
 
@@ -17,6 +18,7 @@ from textual.widget import Widget
 from smoltui.heatmap import half_block_rows, heat_levels, visible
 
 LABEL = 10  # the query labels' column: two tokens of four characters, a space between, one after
+ZOOMS = (4, 2, 1)  # cells per weight, largest first: even, so a query's rows start on a line of their own
 KEY_LINES = 3  # the key labels under the map, written downwards, at most this many characters
 DIM = Style(dim=True)
 TICK = Style(bold=True)
@@ -48,6 +50,7 @@ class AttentionHeatmap(Widget, can_focus=True):
         self._cells: list[list[Segment]] = []  # one list of cells per heatmap line, over the shown keys
         self._strips: dict[int, Strip] = {}
         self._longest_key = 0  # the longest shown key's characters
+        self.zoom = 1  # cells per weight, across and down (in half-lines)
 
     # -- what the screen sets --------------------------------------------------------------------------------
 
@@ -76,7 +79,7 @@ class AttentionHeatmap(Widget, can_focus=True):
     def first_key(self) -> int:
         """The first position drawn: the last keys that fit the width are shown, with their queries."""
         count = len(self.tokens)
-        return max(0, count - max(1, self.size.width - LABEL))
+        return max(0, count - max(1, (self.size.width - LABEL) // self.zoom))
 
     @property
     def key_lines(self) -> int:
@@ -95,15 +98,22 @@ class AttentionHeatmap(Widget, can_focus=True):
     @property
     def shown_queries(self) -> tuple[int, int]:
         """The first query in view and the one after the last, as positions of the prompt."""
-        first = self.first_key + 2 * self.top
-        return first, min(len(self.tokens), first + 2 * self.map_lines)
+        first = self.first_key + 2 * self.top // self.zoom
+        return first, min(len(self.tokens), self.first_key + -(-2 * (self.top + self.map_lines) // self.zoom))
 
     def _redraw(self) -> None:
         self._strips.clear()
         if self.matrix is not None:
+            count = len(self.tokens)
+            self._longest_key = max((len(visible(token)) for token in self.tokens), default=0)
+            lines = max(1, self.size.height - 1 - min(KEY_LINES, self._longest_key))
+            self.zoom = next(
+                z for z in ZOOMS if z == 1 or (count * z <= self.size.width - LABEL and count * z <= 2 * lines)
+            )
             first = self.first_key
             self._longest_key = max((len(visible(token)) for token in self.tokens[first:]), default=0)
-            self._cells = half_block_rows(heat_levels(self.matrix[first:, first:], high=self.high))
+            levels = heat_levels(self.matrix[first:, first:], high=self.high)  # (K, K)
+            self._cells = half_block_rows(levels.repeat(self.zoom, axis=0).repeat(self.zoom, axis=1))
             self.top = self.last_top if self._follow_end else min(self.top, self.last_top)
             first, end = self.shown_queries
             count = len(self.tokens)
@@ -131,20 +141,26 @@ class AttentionHeatmap(Widget, can_focus=True):
             line = self.top + y
             if line >= len(self._cells):
                 return Strip.blank(width)
-            upper = first + 2 * line
-            names = token_label(self.tokens[upper], 4) + " "
-            names += token_label(self.tokens[upper + 1], 4) if upper + 1 < len(self.tokens) else "    "
+            upper = first + 2 * line // self.zoom
+            if self.zoom == 1:  # two queries on the line
+                names = token_label(self.tokens[upper], 4) + " "
+                names += token_label(self.tokens[upper + 1], 4) if upper + 1 < len(self.tokens) else "    "
+            else:  # a query over one or more lines, named on its first
+                names = token_label(self.tokens[upper], LABEL - 1) if 2 * line % self.zoom == 0 else ""
             return Strip([Segment(names.ljust(LABEL), DIM), *self._cells[line]]).adjust_cell_length(width)
         depth = y - self.map_lines - 1
-        keys = self.tokens[first:]
-        if depth < 0:  # the positions' ticks: every tenth key's index starts at its column
-            ticks = [" "] * len(keys)
+        keys, zoom = self.tokens[first:], self.zoom
+        if depth < 0:  # the positions' ticks: every tenth key's index starts at its column (every fifth zoomed)
+            ticks = [" "] * (len(keys) * zoom)
             for index in range(len(keys)):
-                position = first + index
-                if position % 10 == 0 and all(tick == " " for tick in ticks[index : index + len(str(position))]):
-                    for offset, digit in enumerate(str(position)):
-                        if index + offset < len(ticks):
-                            ticks[index + offset] = digit
+                position, column = first + index, index * zoom
+                label = str(position)
+                if position % (10 if zoom == 1 else 5) == 0 and all(
+                    t == " " for t in ticks[column : column + len(label)]
+                ):
+                    for offset, digit in enumerate(label):
+                        if column + offset < len(ticks):
+                            ticks[column + offset] = digit
             return Strip([Segment("keys ↓".ljust(LABEL), DIM), Segment("".join(ticks), TICK)]).adjust_cell_length(width)
-        chars = "".join(token_label(token, depth + 1)[depth] for token in keys)
+        chars = "".join(token_label(token, depth + 1)[depth].ljust(zoom) for token in keys)
         return Strip([Segment(" " * LABEL), Segment(chars, DIM)]).adjust_cell_length(width)

@@ -16,6 +16,19 @@ def bar(value: float, high: float, width: int = BAR) -> str:
     return ("█" * (filled // 8) + (EIGHTHS[filled % 8] if filled % 8 else "")).ljust(width)
 
 
+def short_number(value: float) -> str:
+    """`value` in at most five characters: 0.16, 77.5, 1.3k, 14.2k."""
+    if not np.isfinite(value):
+        return "–"
+    if abs(value) < 10:
+        return f"{value:.2f}"
+    if abs(value) < 100:
+        return f"{value:.1f}"
+    if abs(value) < 1000:
+        return f"{value:.0f}"
+    return f"{value / 1000:.1f}k" if abs(value) < 100_000 else f"{value:.0e}"
+
+
 def layer_panel(entropy: np.ndarray, norms: np.ndarray | None, layer: int) -> Text:
     """Rows of layer index, entropy bar and value (nats), norm bar and value. `entropy` (layers,): each layer's
     attention entropy averaged over heads and queries; `norms` (layers,): each block's output norm averaged over
@@ -31,7 +44,7 @@ def layer_panel(entropy: np.ndarray, norms: np.ndarray | None, layer: int) -> Te
         text.append(f"{value:4.2f} ")
         if norms is not None:
             text.append(bar(float(norms[index]), high_norm), "#21918c")
-            text.append(f"{float(norms[index]):.3g}")
+            text.append(short_number(float(norms[index])))
         text.append("\n")
     text.rstrip()
     return text

@@ -258,3 +258,25 @@ async def test_s_and_the_palette_save_the_screen_as_svg(workspace, tiny4):
             if saved:
                 break
         assert len(saved) == 1 and "Attention" in saved[0].read_text()
+
+
+@pytest.mark.slow
+async def test_b_loads_the_bundled_smollm2_and_enter_shows_its_attention(workspace):
+    """The bundled SmolLM2-135M-Instruct (30 layers, 9 query heads sharing 3 key-value heads), loaded by b."""
+    async with make_app(workspace).run_test(size=SIZE) as pilot:
+        screen = await open_attention(pilot, prompt=None)
+        await pilot.press("b")
+        await settle(pilot)
+        assert pilot.app.session_model is not None
+        await pilot.press("i")
+        screen.query_one("#attn-prompt", Input).value = "The capital of France is"
+        await pilot.press("enter")
+        await settle(pilot)
+        maps = screen.maps
+        assert maps.weights.shape[:2] == (30, 9)
+        np.testing.assert_allclose(maps.weights.sum(-1), 1.0, atol=1e-4)  # every query row
+        await pilot.press("g")
+        await pilot.pause()
+        assert text_of(screen.query_one(AttentionHeadGrid)).count(" H ") == 10  # nine heads and the average
+        layers = text_of(screen.query_one("#attn-layers"))
+        assert "\n29 " in layers and screen.inspection.activations.residual_norm.shape[0] == 31

@@ -7,7 +7,7 @@ import numpy as np
 from rich.text import Text
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
-BAR = 7  # cells per bar
+BAR = 6  # cells per bar
 
 
 def bar(value: float, high: float, width: int = BAR) -> str:
@@ -34,17 +34,17 @@ def layer_panel(entropy: np.ndarray, norms: np.ndarray | None, layer: int) -> Te
     attention entropy averaged over heads and queries; `norms` (layers,): each block's output norm averaged over
     positions (None: not measured); `layer` is marked ▶."""
     text = Text()
-    text.append(f"{'':3} {'entropy':<{BAR + 5}} {'norm':<{BAR}}\n", "bold")
+    text.append(f"{'':4}{'entropy':<{BAR + 6}}{'norm':<{BAR}}\n", "bold")
     high_entropy = float(entropy.max()) if entropy.size else 0.0
     high_norm = float(norms.max()) if norms is not None and norms.size else 0.0
     for index, value in enumerate(entropy.tolist()):
         current = index == layer
         text.append(f"{index:>2}{'▶' if current else ' '} ", "bold reverse" if current else "dim")
         text.append(bar(value, high_entropy), "#5ec962")
-        text.append(f"{value:4.2f} ")
+        text.append(f" {value:4.2f} ")
         if norms is not None:
             text.append(bar(float(norms[index]), high_norm), "#21918c")
-            text.append(short_number(float(norms[index])))
+            text.append(f" {short_number(float(norms[index]))}")
         text.append("\n")
     text.rstrip()
     return text

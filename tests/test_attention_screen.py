@@ -232,6 +232,17 @@ async def test_a_prompt_longer_than_the_context_is_cut_with_a_note(workspace):
         assert "The prompt has 100 tokens but this model reads 64 at most" in status(screen)
 
 
+async def test_a_prompt_past_the_screens_limit_keeps_its_last_tokens_with_a_note(workspace):
+    from smoltui.screens.attention_jobs import MAX_TOKENS
+
+    text = "".join(chr(ord("a") + i % 26) for i in range(MAX_TOKENS + 44))  # one token per character
+    async with make_app(workspace).run_test(size=SIZE) as pilot:
+        roomy = load_model("tiny", device="cpu", overrides={"n_positions": 512})
+        screen = await open_attention(pilot, roomy, text)
+        assert "".join(screen.maps.tokens) == text[-MAX_TOKENS:]
+        assert status(screen) == f"The prompt has {len(text)} tokens; the Attention screen reads its last {MAX_TOKENS}."
+
+
 async def test_a_failed_job_is_a_sentence_in_the_status_line(workspace, tiny4):
     """An empty prompt with a tokenizer that has no start token fails in the job (an architecture the adapter does
     not know never gets this far: load_model refuses it, and the Model screen says so)."""

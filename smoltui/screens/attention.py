@@ -9,7 +9,6 @@ mean attention entropy and hidden-state norm.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -22,10 +21,10 @@ from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Label, Static
 
 from smoltui.engine.bundled import bundled_models
-from smoltui.engine.errors import UserError
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed, JobStarted
 from smoltui.heatmap import LEVELS, PALETTE, heat_legend, heat_levels
 from smoltui.messages import SessionUpdated
+from smoltui.screens.attention_jobs import Inspection, inspect_work
 from smoltui.screens.base import SmolScreen, model_name
 from smoltui.widgets.attention_grid import AttentionHeadGrid
 from smoltui.widgets.attention_heatmap import AttentionHeatmap
@@ -34,9 +33,7 @@ from smoltui.widgets.token_view import TokenView
 from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
-    from smoltui.engine.activations import Activations
     from smoltui.engine.attention import AttentionMaps
-    from smoltui.engine.session import JobContext
 
 BUNDLED = "smollm2-135m-instruct"
 NARROW_WIDTH = 100  # below this many columns the layers' panel gives way to the heatmap
@@ -45,36 +42,6 @@ TYPING_ACTIONS = {"leave_field"}
 LAYER_HELP = "The layer above (]) or below ([); the heatmap, the grid and the text follow"
 HEAD_HELP = "The next head (}) or the previous one ({); from the average, the first or the last head"
 MOVE_HELP = "Heatmap: scroll the queries (↑↓); head grid: move the cursor; text: pick the token (←→ or a click)"
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """What one compute job found: the attention maps, and the activation report where the family allows it."""
-
-    maps: AttentionMaps
-    activations: Activations | None
-    note: str = ""  # why the activations are missing, or that the prompt was cut
-
-
-def inspect_work(prompt: str):
-    """A session job's work: the attention maps and activation report of `prompt` on the session's model."""
-
-    def work(context: JobContext) -> Inspection:
-        from smoltui.engine.activations import activation_report
-        from smoltui.engine.attention import attention_maps
-
-        loaded = context.require_model()
-        maps = attention_maps(loaded.model, loaded.tokenizer, prompt)
-        notes = [maps.truncation.message] if maps.truncation is not None else []
-        activations = None
-        if not context.cancelled.is_set():
-            try:
-                activations = activation_report(loaded.model, loaded.tokenizer, maps.token_ids.tolist())
-            except UserError as error:
-                notes.append(f"no hidden-state norms: {error}")
-        return Inspection(maps, activations, " ".join(notes))
-
-    return work
 
 
 class AttentionScreen(SmolScreen):
@@ -253,7 +220,7 @@ class AttentionScreen(SmolScreen):
         if maps is None:
             return
         if self.view == "grid":
-            self._grid_move(step)
+            self.query_one(AttentionHeadGrid).move(step)
             return
         if self.head is None:  # from the average, the first (or last) head
             self.head = 0 if step > 0 else maps.heads - 1
@@ -292,7 +259,8 @@ class AttentionScreen(SmolScreen):
         if self.view == "map":
             self.query_one(AttentionHeatmap).scroll_lines(dy)
         elif self.view == "grid":
-            self._grid_move(dx + dy * self.query_one(AttentionHeadGrid).columns)
+            grid = self.query_one(AttentionHeadGrid)
+            grid.move(dx + dy * grid.columns)
         elif dx:
             self.chosen_token = max(0, min(self.chosen_token + dx, len(self.maps.tokens) - 1))
             self._show_text()
@@ -301,10 +269,6 @@ class AttentionScreen(SmolScreen):
     def _token_clicked(self, event: TokenView.TokenClicked) -> None:
         self.chosen_token = event.token
         self._show_text()
-
-    def _grid_move(self, step: int) -> None:
-        grid = self.query_one(AttentionHeadGrid)
-        grid.move(step)
 
     def action_save_svg(self) -> None:
         self.app.deliver_screenshot()

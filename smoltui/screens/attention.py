@@ -8,6 +8,7 @@ mean attention entropy and hidden-state norm.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -135,6 +136,7 @@ class AttentionScreen(SmolScreen):
         return f"Type a prompt (i) and press enter: the attention of {model_name(loaded)} on it comes here."
 
     def action_load_bundled(self) -> None:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
         self._load_job = self.smol.session.load(
             BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace
         )
@@ -145,7 +147,8 @@ class AttentionScreen(SmolScreen):
         self.query_one("#attn-prompt", Input).focus()
 
     def action_leave_field(self) -> None:
-        self.query_one(f"#{VIEWS[self.view]}").focus()
+        """Focus the view (or nothing, before there are maps): the number keys switch screens again."""
+        self.set_focus(self.query_one(f"#{VIEWS[self.view]}") if self.maps is not None else None)
 
     @on(Input.Submitted, "#attn-prompt")
     def compute(self) -> None:
@@ -382,3 +385,5 @@ class AttentionScreen(SmolScreen):
         # As many lines for every layer of the same maps: only new maps can change the panel's height.
         panel.update(layer_panel(entropy, norms, self.layer_index), layout=self._layers_shown is not maps)
         self._layers_shown = maps
+        side = self.query_one("#attn-side", VerticalScroll)  # the layer shown stays in sight on a deep model
+        side.scroll_to(y=max(0, self.layer_index + 1 - side.scrollable_content_region.height // 2), animate=False)

@@ -202,6 +202,8 @@ class AttentionScreen(SmolScreen):
         self.query_one(AttentionHeatmap).clear()  # a new prompt starts at its last queries
         self._say(inspection.note)
         self._show()
+        if self.focused is None:  # the view takes the keys, once it is shown
+            self.call_after_refresh(self.action_leave_field)
 
     # -- keys ----------------------------------------------------------------------------------------------
 

@@ -141,9 +141,11 @@ async def test_a_toggles_the_head_average(workspace, tiny4):
 async def test_the_head_grid_shows_every_head_and_enter_opens_the_one_under_the_cursor(workspace, tiny4):
     async with make_app(workspace).run_test(size=SIZE) as pilot:
         screen = await open_attention(pilot, tiny4)
-        await pilot.press("g")
+        await pilot.press("right_curly_bracket", "g")
         await pilot.pause()
         grid = screen.query_one(AttentionHeadGrid)
+        assert grid.cursor == 1  # on the head the heatmap showed
+        await pilot.press("left")
         shown = text_of(grid)
         entropy = screen.maps.head_entropy[0]
         for head in range(4):

@@ -245,6 +245,8 @@ class AttentionScreen(SmolScreen):
         self._show()
 
     def action_toggle_view(self, view: str) -> None:
+        if view == "grid" and self.view != "grid" and self.maps is not None:  # the grid opens on the head shown
+            self.query_one(AttentionHeadGrid).cursor = self.maps.heads if self.head is None else self.head
         self.view = "map" if self.view == view else view
 
     def watch_view(self) -> None:

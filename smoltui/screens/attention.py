@@ -122,6 +122,7 @@ class AttentionScreen(SmolScreen):
     def _model_changed(self, _loaded) -> None:
         if self._job is not None:
             self._job.cancel()
+            self._job = None  # whatever it still says is about another model
         self.inspection = None  # the maps were another model's
         self._show()
         self.refresh_bindings()

@@ -243,8 +243,8 @@ def test_attention_heatmap_of_an_80_character_prompt(snap_compare, workspace, si
     """Attention, layer 1 head 1 of the tiny model on an 80-character prompt: "Layer 1/1 · head 1/3 · entropy … ·
     tiny" around the half-block heatmap, the last queries that fit (their characters on the left, two per line),
     the upper triangle blank, the position ticks and the keys along the bottom; "queries …–79 of 80 · ↑↓ scroll";
-    the legend from 0 to the largest weight; the prompt; at 120x40 the Layers panel with layer 1 marked, each
-    layer's entropy and norm bars; the footer's keys."""
+    the legend from 0 to the largest weight past the first query; the prompt; at 120x40 the Layers panel with
+    layer 1 marked, each layer's entropy and norm bars; the footer's keys."""
 
     async def heatmap(pilot):
         await open_attention_with_tiny(pilot, "right_square_bracket", "right_curly_bracket")

@@ -119,3 +119,16 @@ def last_line(message: str) -> str:
     """The line of a multi-line message worth a glance: a traceback's last line names the exception."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def visible(text: str) -> str:
+    """A token's text with its invisible characters drawn: newline ↵, tab ⇥, carriage return ␍, others ·."""
+    drawn = text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
+    return "".join(char if char.isprintable() else "·" for char in drawn)
+
+
+def fit_text(text: str, width: int) -> str:
+    """`text` cut to `width` characters, an ellipsis marking the cut."""
+    if width <= 0:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"

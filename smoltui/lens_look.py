@@ -1,6 +1,6 @@
-"""How a logit-lens grid's cells look, shared by `smoltui lens` (cli/lens_views) and the Lens screen: a token's
-text made visible and cut to a cell, and what colours a cell in each mode (probability, target rank, entropy, KL
-to the final layer), with the bands a legend names. Neither torch nor textual here."""
+"""How a logit-lens grid's cells look, shared by `smoltui lens` (cli/lens_views) and the Lens screen: their size,
+and what colours a cell in each mode (probability, target rank, entropy, KL to the final layer), with the bands a
+legend names. Neither torch nor textual here."""
 
 from __future__ import annotations
 
@@ -19,19 +19,6 @@ LABEL = 12  # the row labels' column ("embeddings", "layer 29")
 MARK = "•"  # after a cell's token: its top token is the token that came next
 # Good to bad, as the probability bands run from ≥80% (blue) down to <1% (red): every mode reads the same way.
 GOOD_TO_BAD = tuple(colour for _, colour, _ in reversed(PROBABILITY_BANDS))
-
-
-def visible(text: str) -> str:
-    """A token's text with its invisible characters drawn: newline ↵, tab ⇥, carriage return ␍, others ·."""
-    drawn = text.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-    return "".join(char if char.isprintable() else "·" for char in drawn)
-
-
-def fit_text(text: str, width: int) -> str:
-    """`text` cut to `width` characters, an ellipsis marking the cut."""
-    if width <= 0:
-        return ""
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)

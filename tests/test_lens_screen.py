@@ -14,7 +14,8 @@ from tiny_lms import bpe_tokenizer, tiny_lm, tiny_lm_folder, write_checkpoints
 
 from smoltui.engine.lens import LensGrown, lens_while_generating
 from smoltui.engine.models import load_model
-from smoltui.lens_look import CELL, LABEL, MARK, fit_text, visible
+from smoltui.formatting import fit_text, visible
+from smoltui.lens_look import CELL, LABEL, MARK
 from smoltui.screens.lens import LensScreen
 from smoltui.screens.lens_jobs import TOP_K
 

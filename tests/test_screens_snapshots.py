@@ -265,3 +265,66 @@ def test_lens_without_a_model(snap_compare, workspace, size):
         await settle(pilot)
 
     assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_lens)
+
+
+# -- the Attention screen: the tiny preset with four heads (weights drawn from seed 0), an 80-character prompt ---
+
+ATTENTION_PROMPT = "The quick brown fox jumps over the lazy dog. A stitch in time saves nine. Hello!"
+
+
+async def open_attention_with_tiny(pilot, *keys: str) -> None:
+    from smoltui.engine.models import load_model
+
+    pilot.app.session.use(load_model("tiny", device="cpu", overrides={"n_head": 4, "n_positions": 128}))
+    await pilot.press("7", "i")
+    pilot.app.screen.query_one("#attn-prompt", Input).value = ATTENTION_PROMPT
+    await pilot.press("enter")
+    await settle(pilot)
+    await pilot.press(*keys)
+    await settle(pilot)
+
+
+@SIZES
+def test_attention_heatmap_of_an_80_character_prompt(snap_compare, workspace, size):
+    """Attention, layer 1 head 1 of the tiny model on an 80-character prompt: "Layer 1/1 · head 1/3 · entropy … ·
+    tiny" around the half-block heatmap, the last queries that fit (their characters on the left, two per line),
+    the upper triangle blank, the position ticks and the keys along the bottom; "queries …–79 of 80 · ↑↓ scroll";
+    the legend from 0 to the largest weight past the first query; the prompt; at 120x40 the Layers panel with
+    layer 1 marked, each layer's entropy and norm bars; the footer's keys."""
+
+    async def heatmap(pilot):
+        await open_attention_with_tiny(pilot, "right_square_bracket", "right_curly_bracket")
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=heatmap)
+
+
+def test_attention_head_grid(snap_compare, workspace):
+    """The head grid at 120x40: "Layer 0/1 · 4 heads and their average", five triangular thumbnails titled "h0 H
+    3.42"… "avg H 3.42", the cursor on h1 (reversed title), the grid's keys in the legend line."""
+
+    async def grid(pilot):
+        await open_attention_with_tiny(pilot, "g", "right")
+
+    assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=grid)
+
+
+def test_attention_text_view(snap_compare, workspace):
+    """The text view at 80x24: the prompt with each character's background the weight that character 74 ('H' of
+    "Hello") of head 0 in layer 0 gives it, the characters after it unshaded, the chosen one reversed; the title
+    names the token, the legend the scale from 0 to 1."""
+
+    async def text(pilot):
+        await open_attention_with_tiny(pilot, "t", *["left"] * 5)
+
+    assert snap_compare(make_app(workspace), terminal_size=(80, 24), run_before=text)
+
+
+def test_attention_without_a_model(snap_compare, workspace):
+    """Attention with no model at 80x24: the sentence saying to load one on the Model screen (key 2) or to press b
+    for the bundled SmolLM2; the empty prompt; the footer's Type and Load SmolLM2 with the rest greyed."""
+
+    async def open_attention(pilot):
+        await pilot.press("7")
+        await settle(pilot)
+
+    assert snap_compare(make_app(workspace), terminal_size=(80, 24), run_before=open_attention)

@@ -190,8 +190,9 @@ def attention(
     workspace: WorkspaceOption = None,
 ) -> None:
     """One layer's attention as a heatmap: queries as rows, keys as columns, two query rows per line."""
-    from smoltui.cli.lens_views import attention_record, heat_legend, heatmap_lines
+    from smoltui.cli.lens_views import attention_record, heatmap_lines
     from smoltui.engine.attention import attention_maps, check_layer_and_head
+    from smoltui.heatmap import heat_legend
 
     loaded = load_with_status(source, device, dtype, workspace)
     check_layer_and_head(loaded.model, layer, head)

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from smoltui.formatting import PROBABILITY_BANDS, probability_colour
-from smoltui.lens_look import CELL, LABEL, visible
-from smoltui.lens_look import fit_text as _fit
+from smoltui.formatting import PROBABILITY_BANDS, fit_text, probability_colour, visible
+from smoltui.heatmap import half_block_rows, heat_levels, shade_row
+from smoltui.lens_look import CELL, LABEL
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -18,9 +18,6 @@ if TYPE_CHECKING:
     from smoltui.engine.lens import LensGrid
 
 RANK = 8  # the target's rank column
-# The heatmap's colour scale over √weight (a weight of 1/T still shows on a long prompt): dark blue to yellow.
-HEAT_STOPS = ((0.0, (20, 24, 82)), (0.35, (33, 120, 150)), (0.7, (94, 201, 98)), (1.0, (253, 231, 37)))
-SHADES = " ░▒▓█"  # the heatmap without colour: one character per cell, darkest first
 
 
 # -- the lens grid ------------------------------------------------------------------------------------------
@@ -42,7 +39,7 @@ def lens_lines(grid: LensGrid, width: int, *, colour: bool) -> list[Text]:
         line = Text(label.ljust(LABEL))
         line.stylize("bold")
         for token in ids:
-            line.append(_fit(visible(grid.text(token)), CELL - 2).ljust(CELL) if token >= 0 else " " * CELL, style)
+            line.append(fit_text(visible(grid.text(token)), CELL - 2).ljust(CELL) if token >= 0 else " " * CELL, style)
         return line
 
     lines = [tokens_line("next", shown.next_ids, "dim")]
@@ -53,7 +50,7 @@ def lens_lines(grid: LensGrid, width: int, *, colour: bool) -> list[Text]:
         line.stylize("bold")
         for position in range(shown.positions):
             token, probability = shown.top_ids[row, position, 0], float(shown.top_probs[row, position, 0])
-            text = _fit(visible(grid.text(token)), CELL - 2)
+            text = fit_text(visible(grid.text(token)), CELL - 2)
             if colour:
                 style = f"black on {probability_colour(probability)}" + (
                     " bold underline" if hits[row, position] else ""
@@ -117,24 +114,12 @@ def lens_column_record(grid: LensGrid, position: int) -> dict[str, Any]:
 # -- the attention heatmap ----------------------------------------------------------------------------------
 
 
-def heat_colour(value: float) -> str:
-    """The colour of `value` in 0..1 on HEAT_STOPS, as rich's "#rrggbb"."""
-    value = min(1.0, max(0.0, value))
-    for (low, low_rgb), (high, high_rgb) in zip(HEAT_STOPS, HEAT_STOPS[1:], strict=False):
-        if value <= high:
-            share = (value - low) / (high - low)
-            red, green, blue = (round(a + (b - a) * share) for a, b in zip(low_rgb, high_rgb, strict=True))
-            return f"#{red:02x}{green:02x}{blue:02x}"
-    raise AssertionError("unreachable: the last stop is 1.0")
-
-
 def heatmap_lines(matrix: np.ndarray, tokens: tuple[str, ...], width: int, *, colour: bool) -> list[Text]:
-    """A (T, T) attention matrix (query rows, key columns) as lines of text.
+    """A (T, T) attention matrix (query rows, key columns) as lines of text, drawn as smoltui.heatmap draws it.
 
-    With colour: half-block characters, two query rows per line (the upper half the even row, the lower the
-    odd), one column per key; without: one shade character per cell, one query per line. Keys are labelled
-    above, written downwards; queries on the left. The last keys that fit `width` are drawn (with their
-    queries).
+    With colour: half-block characters, two query rows per line, one column per key; without: one shade
+    character per cell, one query per line. Keys after the query stay blank. Keys are labelled above, written
+    downwards; queries on the left. The last keys that fit `width` are drawn (with their queries).
     """
     from rich.text import Text
 
@@ -143,41 +128,25 @@ def heatmap_lines(matrix: np.ndarray, tokens: tuple[str, ...], width: int, *, co
     keep = max(1, min(count, width - label_width))
     matrix, first = matrix[-keep:, -keep:], count - keep
     shown = [visible(token).replace(" ", "·") for token in tokens[first:]]
-    shade = np.sqrt(matrix)  # (T, T) in 0..1
+    levels = heat_levels(matrix)  # (keep, keep)
     lines = []
     for depth in range(min(6, max(len(token) for token in shown))):
         line = Text(" " * label_width, style="dim")
         line.append("".join(token[depth] if depth < len(token) else " " for token in shown), "dim")
         lines.append(line)
     step = 2 if colour else 1
+    cells = half_block_rows(levels) if colour else None
     for query in range(0, keep, step):
-        names = [f"{first + q}:{_fit(shown[q], 4)}" for q in range(query, min(query + step, keep))]
-        line = Text(_fit(" ".join(names), label_width - 1).ljust(label_width))
+        names = [f"{first + q}:{fit_text(shown[q], 4)}" for q in range(query, min(query + step, keep))]
+        line = Text(fit_text(" ".join(names), label_width - 1).ljust(label_width))
         line.stylize("dim")
-        for key in range(keep):
-            upper = float(shade[query, key])
-            if not colour:
-                line.append(SHADES[min(len(SHADES) - 1, int(upper * len(SHADES)))])
-            elif query + 1 < keep:
-                line.append("▀", f"{heat_colour(upper)} on {heat_colour(float(shade[query + 1, key]))}")
-            else:
-                line.append("▀", heat_colour(upper))
+        if cells is None:
+            line.append(shade_row(levels[query]))
+        else:
+            for cell in cells[query // 2]:
+                line.append(cell.text, cell.style)
         lines.append(line)
     return lines
-
-
-def heat_legend(*, colour: bool) -> Text:
-    """The colour (or shade) scale, weight 0 to 1 on a square-root scale, with the weights at its quarters."""
-    from rich.text import Text
-
-    legend = Text("weight: 0 ")
-    if colour:
-        for index in range(16):
-            legend.append(" ", f"on {heat_colour(index / 15)}")
-    else:
-        legend.append(SHADES[1:])
-    legend.append(" 1 on a square-root scale (halfway is 0.25)")
-    return legend
 
 
 def attention_record(maps: AttentionMaps, layer: int, head: int | None) -> dict[str, Any]:

@@ -199,9 +199,18 @@ class KeyBar(Horizontal):
 
 
 def _update(label: Label, text: str | Content) -> None:
-    """Change a label only when its text changes: an update re-lays out the screen."""
-    if label.content != text:
-        label.update(text)
+    """Change a label only when its text or its styles change: an update re-lays out the screen.
+
+    Content's `==` compares the text only, so a key that turns grey (or back) keeps its text and would never be
+    redrawn: the spans are compared too.
+    """
+    old = label.content
+    if isinstance(old, Content) and isinstance(text, Content):
+        if old.plain == text.plain and old.spans == text.spans:
+            return
+    elif old == text:
+        return
+    label.update(text)
 
 
 def model_name(loaded: LoadedModel) -> str:

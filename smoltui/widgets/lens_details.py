@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 from rich.text import Text
 
-from smoltui.formatting import probability_colour
-from smoltui.lens_look import MARK, LensMode, visible
+from smoltui.formatting import probability_colour, visible
+from smoltui.lens_look import MARK, LensMode
 
 if TYPE_CHECKING:
     from smoltui.engine.lens import LensGrid

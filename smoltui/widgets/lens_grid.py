@@ -18,7 +18,8 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
-from smoltui.lens_look import CELL, LABEL, LENS_MODES, MARK, LensMode, fit_text, visible
+from smoltui.formatting import fit_text, visible
+from smoltui.lens_look import CELL, LABEL, LENS_MODES, MARK, LensMode
 
 if TYPE_CHECKING:
     from smoltui.engine.lens import LensGrid

@@ -16,7 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.reactive import reactive
@@ -177,7 +177,9 @@ class SmolApp(App[None]):
         Rendering makes enough short-lived containers that Python runs a full collection every second or two;
         with ~90,000 long-lived objects each took 100-190 ms while a run trained on both cores, and a key pressed
         meanwhile waited for it (bench_ui's p95). Frozen, they are no longer traversed; what screens make later
-        is collected as before, and everything is unfrozen when the app ends.
+        is collected as before, and everything is unfrozen when the app ends. A model loaded into the session
+        brings torch and transformers along: frozen again then, or a key waited ~200 ms for each full collection
+        while the model generated.
         """
         gc.collect()
         gc.freeze()
@@ -193,6 +195,11 @@ class SmolApp(App[None]):
 
     # -- the model session -----------------------------------------------------------------------------------
 
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseDown) and not event.is_forwarded:
+            self.session.give_way()  # the model's job waits while the key's repaint runs: p95 < 100 ms, generating
+        await super().on_event(event)
+
     def _session_said(self, event: SessionEvent) -> None:
         """From the session's worker: each job's events go to whoever submitted it (its tag), the rest here."""
         owner = getattr(getattr(event, "job", None), "tag", None)
@@ -207,6 +214,7 @@ class SmolApp(App[None]):
         event = message.event
         if isinstance(event, ModelChanged):
             self.session_model = event.loaded
+            self.call_after_refresh(self._freeze_built)  # torch, transformers and the model: ~10x what the UI has
             if event.loaded is not None and event.loaded.source not in self.recent_sources:
                 self.recent_sources.insert(0, event.loaded.source)
         elif isinstance(event, JobFailed):

@@ -68,6 +68,18 @@ def pytest_collection_modifyitems(config, items):
 FIXED_NOW = 1_800_000_000.0
 
 
+async def type_at_once(pilot, *keys: str) -> None:
+    """Send `keys` as a paste or a person typing while the app is busy does: all of them queued before the first
+    is handled (pilot.press waits for each), then wait for them to land."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(pilot.app)
+        pilot.app._driver.send_message(event)
+    await pilot.pause()
+
+
 async def settle(pilot) -> None:
     """Let the app's thread workers and its model session's jobs finish, their messages land, and the tables
     measure their new rows. A worker that fails is waited for too, not raised here: the screen reports it."""

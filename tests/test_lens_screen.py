@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import settle
+from conftest import settle, type_at_once
 from test_app import make_app, notifications, text_of
 from textual.widgets import Input, Static
 from tiny_lms import bpe_tokenizer, tiny_lm, tiny_lm_folder, write_checkpoints
@@ -187,6 +187,17 @@ async def test_a_target_of_two_tokens_says_how_it_splits(workspace, llama):
         assert "the target 'quick brown' is not one token of this tokenizer but" in note
         assert screen.film.frames == []  # nothing computed
         assert not any("Traceback" in message for message in notifications(app))
+
+
+async def test_keys_typed_right_behind_a_field_key_go_into_that_field(workspace, llama):
+    """t then "m" and ",": the target's text, not the mode key and a step back; escape then "m" is the mode key."""
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_lens(pilot, llama)
+        mode = screen.mode
+        await type_at_once(pilot, "t", "m", ",", "escape", "m")
+        assert screen.query_one("#target", Input).value == "m,"
+        assert screen.mode != mode  # the last m, after escape, cycled the colouring
 
 
 async def test_a_prompt_longer_than_the_context_is_cut_with_the_engines_note(workspace, llama):

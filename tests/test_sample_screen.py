@@ -10,7 +10,7 @@ import math
 
 import jsonschema
 import pytest
-from conftest import settle
+from conftest import settle, type_at_once
 from rich.style import Style
 from test_app import make_app, notifications, text_of
 from textual.widgets import Input, Static
@@ -324,6 +324,16 @@ async def test_without_a_model_the_screen_says_how_to_load_one(workspace):
         await send(pilot, "Hi")
         await pilot.pause()
         assert any("No model is loaded" in message for message in notifications(app))
+
+
+async def test_keys_typed_right_behind_i_go_into_the_prompt_not_to_the_screen(workspace, tiny):
+    """A paste, or typing while the app is busy, queues the keys behind i: they are text, not A/B (a) or diff (d)."""
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_sample(pilot, tiny)
+        await type_at_once(pilot, "i", "a", "d", "j")
+        assert screen.query_one("#prompt", Input).value == "adj"
+        assert screen.view == "single" and not form_of(screen).json_output
 
 
 async def test_chat_keeps_the_conversation_notes_a_missing_template_and_starts_anew(workspace, tiny):

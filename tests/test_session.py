@@ -101,6 +101,27 @@ def test_cancel_stops_a_generation_between_tokens(session, tiny):
     assert len(tokens) < 10_000
 
 
+def test_giving_way_holds_the_running_job_at_its_next_token_then_lets_it_go_on(session):
+    session.use(load_model("tiny", device="cpu", overrides={"n_positions": 8192}))
+    job = session.generate(prompt="a", max_new_tokens=8000, seed=1)
+
+    def tokens() -> int:
+        return sum(1 for event in session.recorder.of(JobProgressed) if event.job is job)
+
+    while tokens() < 3:
+        time.sleep(0.01)
+    session.give_way(0.6)
+    time.sleep(0.1)  # a token under way when the hold began may still come
+    held = tokens()
+    time.sleep(0.3)
+    assert tokens() == held  # nothing while held
+    time.sleep(0.5)
+    assert tokens() > held  # and on it goes afterwards
+    session.give_way(5.0)
+    job.cancel()  # a held job still stops at once
+    assert job.finished.wait(2.0)
+
+
 def test_jobs_run_one_at_a_time_in_order(session, tiny):
     session.use(tiny)
     first = session.generate(prompt="x", max_new_tokens=20, seed=1)

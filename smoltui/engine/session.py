@@ -15,12 +15,15 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smoltui.engine.errors import UserError
+
+GIVE_WAY_S = 0.15  # how long a key press holds the running job: a screen switch takes ~30-60 ms on 2 cores
 
 if TYPE_CHECKING:
     from smoltui.engine.models import LoadedModel
@@ -123,6 +126,7 @@ class ModelSession:
         self._lock = threading.Lock()
         self._running: Job | None = None
         self._waiting: list[Job] = []
+        self._held_until = 0.0  # the running job waits at its events until then (give_way)
         self._worker = threading.Thread(target=self._work, name="model-session", daemon=True)
         self._worker.start()
 
@@ -230,6 +234,12 @@ class ModelSession:
 
     # -- cancelling and closing ---------------------------------------------------------------------------
 
+    def give_way(self, seconds: float = GIVE_WAY_S) -> None:
+        """Hold the running job at its next event for `seconds` (from now; a later call extends it), so that the
+        interface answers a key with the cores and the GIL to itself. A generation that went on meanwhile made a
+        screen switch on 2 cores take up to 3x as long; a key press now costs the decoder a few tokens' time."""
+        self._held_until = max(self._held_until, time.monotonic() + seconds)
+
     def cancel_all(self) -> None:
         """Cancel the running job and every waiting one."""
         with self._lock:
@@ -273,9 +283,7 @@ class ModelSession:
                 continue
             self.listener(JobStarted(job))
             try:
-                job.result = work(
-                    JobContext(job, loaded, lambda event, job=job: self.listener(JobProgressed(job, event)))
-                )
+                job.result = work(JobContext(job, loaded, lambda event, job=job: self._progress(job, event)))
             except BaseException as error:  # reported, never lost: the worker must outlive any job
                 job.error = out_of_memory(job, error) or error
                 ended: SessionEvent = JobFailed(job, job.error)
@@ -284,6 +292,12 @@ class ModelSession:
             with self._lock:
                 self._running = None
             self._end(job, ended)
+
+    def _progress(self, job: Job, event: Any) -> None:
+        """A job's event (a token, a step): passed on, after waiting while the interface has asked for the machine."""
+        while not job.cancelled.is_set() and (delay := self._held_until - time.monotonic()) > 0:
+            time.sleep(min(delay, 0.02))
+        self.listener(JobProgressed(job, event))
 
     def _end(self, job: Job, event: SessionEvent) -> None:
         job.finished.set()

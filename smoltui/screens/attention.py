@@ -51,7 +51,7 @@ class AttentionScreen(SmolScreen):
     MODE = "attention"
     AUTO_FOCUS = "#attn-heatmap"  # not the prompt: number keys still switch screens until i starts typing
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
-        Binding("i", "focus_prompt", "Type", tooltip="Type a prompt; enter computes its attention"),
+        Binding("i", "focus_prompt", "Type", tooltip="Type a prompt; enter computes its attention", priority=True),
         Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
         Binding("right_square_bracket", "layer(1)", "Layer", key_display="[ ]", tooltip=LAYER_HELP),
         Binding("right_curly_bracket", "head(1)", "Head", key_display="{ }", tooltip=HEAD_HELP),
@@ -60,7 +60,13 @@ class AttentionScreen(SmolScreen):
         Binding("a", "toggle_average", "Average", tooltip="The average of the layer's heads, or back to one head"),
         Binding("enter", "open_head", "Open head", tooltip="Open the head under the cursor in the heatmap"),
         Binding("s", "save_svg", "Save SVG", tooltip="Save the screen as an SVG picture in the workspace"),
-        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            tooltip="Stop typing in the field; the keys work again",
+            priority=True,
+        ),
         Binding("left_square_bracket", "layer(-1)", "Layer down", show=False, tooltip=LAYER_HELP),
         Binding("left_curly_bracket", "head(-1)", "Head down", show=False, tooltip=HEAD_HELP),
         Binding("up", "move(0, -1)", "Up", show=False, tooltip=MOVE_HELP),
@@ -145,7 +151,7 @@ class AttentionScreen(SmolScreen):
         self.refresh_bindings()
 
     def action_focus_prompt(self) -> None:
-        self.query_one("#attn-prompt", Input).focus()
+        self.set_focus(self.query_one("#attn-prompt", Input))  # at once: keys typed right behind go into it
 
     def action_leave_field(self) -> None:
         """Focus the view (or nothing, before there are maps): the number keys switch screens again."""

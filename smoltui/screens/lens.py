@@ -54,13 +54,27 @@ class LensScreen(LensJobs, SmolScreen):
         Binding("comma", "step(-1)", "Back", key_display=",", tooltip=STEP_HELP),
         Binding("full_stop", "step(1)", "Fwd", key_display=".", tooltip=STEP_HELP),
         Binding("m", "cycle_mode", "Mode", tooltip="Colour by probability, target rank, entropy or KL to final"),
-        Binding("i", "focus_field('prompt')", "Prompt", tooltip="Type the prompt"),
-        Binding("t", "focus_field('target')", "Target", tooltip="Type a target token: its rank in every cell"),
-        Binding("r", "focus_field('run')", "Run", tooltip="Type a run id: the lens at each of its checkpoints"),
+        Binding("i", "focus_field('prompt')", "Prompt", tooltip="Type the prompt", priority=True),
+        Binding(
+            "t", "focus_field('target')", "Target", tooltip="Type a target token: its rank in every cell", priority=True
+        ),
+        Binding(
+            "r",
+            "focus_field('run')",
+            "Run",
+            tooltip="Type a run id: the lens at each of its checkpoints",
+            priority=True,
+        ),
         Binding("s", "save_picture", "Save SVG", tooltip="Save the screen as an SVG picture in the workspace"),
         Binding("plus", "speed(1)", "Faster", key_display="+", tooltip="Play more frames a second"),
         Binding("minus", "speed(-1)", "Slower", key_display="-", tooltip="Play fewer frames a second"),
-        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            tooltip="Stop typing in the field; the keys work again",
+            priority=True,
+        ),
         Binding("home", "step_to(0)", "First frame", show=False, tooltip="Show the first frame"),
         Binding("end", "step_to(-1)", "Last frame", show=False, tooltip="Show the last frame"),
         Binding("left", "move(0,-1)", "Cell left", show=False, tooltip=CURSOR_HELP),
@@ -301,10 +315,10 @@ class LensScreen(LensJobs, SmolScreen):
         self.query_one("#run", Input).suggester = SuggestFromList([run.run_id for run in runs])
 
     def action_focus_field(self, field: str) -> None:
-        self.query_one(f"#{field}", Input).focus()
+        self.set_focus(self.query_one(f"#{field}", Input))  # at once: keys typed right behind go into the field
 
     def action_leave_field(self) -> None:
-        self.grid_view.focus()
+        self.set_focus(self.grid_view)
 
     def action_save_picture(self) -> None:
         """The screen as an SVG picture, saved where the palette's Screenshot saves (SmolApp.deliver_screenshot)."""

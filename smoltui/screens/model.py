@@ -47,10 +47,23 @@ class ModelScreen(SmolScreen):
     MODE = "model"
     AUTO_FOCUS = "#modules"  # not the input: the number keys must still switch screens
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("l", "focus_source", "Load", tooltip="Type a model source: preset, folder, Hub id or run:<id>."),
+        Binding(
+            "l",
+            "focus_source",
+            "Load",
+            tooltip="Type a model source: preset, folder, Hub id or run:<id>.",
+            priority=True,
+        ),
         Binding("e", "expand_all", "Expand", tooltip="Expand every module of the tree."),
         Binding("c", "collapse_all", "Collapse", tooltip="Collapse the tree to the model's direct children."),
-        Binding("escape", "leave_source", "Leave input", show=False, tooltip="Stop typing; the keys work again."),
+        Binding(
+            "escape",
+            "leave_source",
+            "Leave input",
+            show=False,
+            tooltip="Stop typing; the keys work again.",
+            priority=True,
+        ),
     ]
 
     load_failure: reactive[str | None] = reactive(None)  # why the last load failed, shown until the next load
@@ -106,11 +119,20 @@ class ModelScreen(SmolScreen):
         source.focus()
 
     def action_focus_source(self) -> None:
-        self.query_one("#source", Input).focus()
+        self.set_focus(self.query_one("#source", Input))  # at once: keys typed right behind go into the field
 
     def action_leave_source(self) -> None:
-        if self.focused is self.query_one("#source", Input):
-            self.query_one("#modules", Tree).focus()
+        self.set_focus(self.query_one("#modules", Tree))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Both keys act before the focused widget sees a key (priority), so that the keys typed right behind
+        # them go where they lead; typing, "l" is a letter of the source, and escape leaves only the input.
+        typing = self.is_current and self.focused is self.query_one("#source", Input)
+        if action == "focus_source":
+            return not typing
+        if action == "leave_source":
+            return typing
+        return True
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         source = event.value.strip()

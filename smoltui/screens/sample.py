@@ -63,8 +63,14 @@ class SampleScreen(SampleJobs, SmolScreen):
         Binding("j", "toggle_json", "JSON", tooltip="JSON output: the answer fits the schema file of the side panel"),
         Binding("t", "toggle_cursor", "Token", tooltip=TOKEN_HELP),
         Binding("e", "toggle_measure", "Entropy/surprise", tooltip=MEASURE_HELP),
-        Binding("i", "focus_prompt", "Type", tooltip="Type in the prompt"),
-        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
+        Binding("i", "focus_prompt", "Type", tooltip="Type in the prompt", priority=True),
+        Binding(
+            "escape",
+            "leave_field",
+            "Leave field",
+            tooltip="Stop typing in the field; the keys work again",
+            priority=True,
+        ),
         Binding("left", "move_cursor(-1)", "Token left", show=False, tooltip=CURSOR_KEYS),
         Binding("right", "move_cursor(1)", "Token right", show=False, tooltip=CURSOR_KEYS),
         Binding("shift+left", "move_cursor(-10)", "Token left", show=False, tooltip=CURSOR_KEYS),
@@ -249,10 +255,10 @@ class SampleScreen(SampleJobs, SmolScreen):
             column.charted = len(answer)
 
     def action_focus_prompt(self) -> None:
-        self.query_one("#prompt", Input).focus()
+        self.set_focus(self.query_one("#prompt", Input))  # at once: keys typed right behind go into the field
 
     def action_leave_field(self) -> None:
-        self._visible_views()[0].focus()
+        self.set_focus(self._visible_views()[0])
 
     def _visible_views(self) -> list[TokenView]:
         if self.view == "ab":

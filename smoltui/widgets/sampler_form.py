@@ -213,7 +213,7 @@ class SamplerForm(Widget):
 
     def focus_field(self, name: str) -> None:
         widget = self._inputs.get(name) or self.query_one(f"#field-{name}")
-        widget.focus()
+        self.screen.set_focus(widget)  # at once: keys typed right behind go into the field
 
     def apply_preset(self, name: str) -> None:
         """Fill every sampler field with preset `name`'s values."""

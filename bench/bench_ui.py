@@ -330,12 +330,13 @@ def generating_key_latency(tmux: Tmux, workspace: Path, samples: int) -> list[fl
     tmux.wait_for("gen", "press b to", timeout=30)
     tmux.run("send-keys", "-t", "gen", "b")
     tmux.wait_for("gen", "Chat · smollm2-135m-instruct", timeout=300)  # a first load converts the GGUF (~30 s)
-    tmux.run("send-keys", "-t", "gen", "c", "i")
+    tmux.run("send-keys", "-t", "gen", "c")
+    tmux.wait_for("gen", "Completion · smollm2-135m-instruct", timeout=10)
+    tmux.run("send-keys", "-t", "gen", "i")
     tmux.run("send-keys", "-t", "gen", "-l", GENERATION_PROMPT)
     time.sleep(0.5)
     tmux.run("send-keys", "-t", "gen", "Escape")  # leave the prompt: the mode keys work again
     time.sleep(0.5)  # a key sent right behind a bare escape reads as part of an escape sequence
-    tmux.wait_for("gen", "Completion · smollm2-135m-instruct", timeout=10)
     latencies = []
     while len(latencies) < 2 * samples:
         if "generating…" not in tmux.screen("gen"):  # the answer ended: ask for another

@@ -71,7 +71,7 @@ class StatusLine(Horizontal):
 
     def compose(self) -> ComposeResult:
         for entry in SCREENS:
-            yield ModeTab(entry.mode, f" {entry.key} {entry.title} ", active=entry.mode == self.mode)
+            yield ModeTab(entry.mode, entry.key, entry.title, active=entry.mode == self.mode)
         yield Label(id="run-info")
         yield Label(id="model-info")
 
@@ -81,7 +81,10 @@ class StatusLine(Horizontal):
         self.watch(self.app, "pulse", self._show_pulse)
 
     def on_resize(self, event: events.Resize) -> None:
-        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
+        narrow = event.size.width < NARROW_WIDTH
+        self.set_class(narrow, "-narrow")  # the run's numbers matter more than the model
+        for tab in self.query(ModeTab):
+            tab.shorten(narrow)
 
     def _show_model(self, _changed: object = None) -> None:
         """The session's model, when one is loaded or loading (a run's model is named by the run beside it)."""
@@ -104,10 +107,15 @@ class StatusLine(Horizontal):
 class ModeTab(Label):
     """A tab of the status line: its number key or a click shows its screen."""
 
-    def __init__(self, mode: str, text: str, *, active: bool) -> None:
-        super().__init__(text, classes="tab -active" if active else "tab")
-        self.mode = mode
-        self.tooltip = "Show this screen (or press its number)"
+    def __init__(self, mode: str, key: str, title: str, *, active: bool) -> None:
+        super().__init__(f" {key} {title} ", classes="tab -active" if active else "tab")
+        self.mode, self.tab_key, self.tab_title, self.current = mode, key, title, active
+        self.tooltip = f"Show the {title} screen (or press {key})"
+
+    def shorten(self, narrow: bool) -> None:
+        """On a narrow terminal only the current screen's tab is named; the others are their number keys."""
+        named = not narrow or self.current
+        self.update(f" {self.tab_key} {self.tab_title} " if named else f" {self.tab_key} ")
 
     def on_click(self, event: events.Click) -> None:
         event.stop()

@@ -81,10 +81,22 @@ class StatusLine(Horizontal):
         self.watch(self.app, "pulse", self._show_pulse)
 
     def on_resize(self, event: events.Resize) -> None:
-        narrow = event.size.width < NARROW_WIDTH
-        self.set_class(narrow, "-narrow")  # the run's numbers matter more than the model
-        for tab in self.query(ModeTab):
-            tab.shorten(narrow)
+        self.set_class(event.size.width < NARROW_WIDTH, "-narrow")  # the run's numbers matter more than the model
+        self._fit_tabs()
+
+    def _fit_tabs(self) -> None:
+        """Name every tab where the run and the model fit beside them, else only the current screen's: the run's
+        step and loss matter more than the other screens' names, which their number keys stand for."""
+        width = self.size.width
+        if not width:
+            return
+        tabs = list(self.query(ModeTab))
+        run = len(_plain(self.query_one("#run-info", Label))) + 3  # its margin and padding
+        model_text = _plain(self.query_one("#model-info", Label))
+        model = 0 if self.has_class("-narrow") else min(len(model_text) + 2, int(width * 0.4))
+        short = width < NARROW_WIDTH or sum(tab.full_width for tab in tabs) + run + model > width
+        for tab in tabs:
+            tab.shorten(short)
 
     def _show_model(self, _changed: object = None) -> None:
         """The session's model, when one is loaded or loading (a run's model is named by the run beside it)."""
@@ -96,12 +108,14 @@ class StatusLine(Horizontal):
         if app.read_only:
             parts.append("read-only")
         _update(self.query_one("#model-info", Label), " · ".join(parts))
+        self._fit_tabs()
 
     def _show_pulse(self, pulse: RunPulse | None) -> None:
         label = self.query_one("#run-info", Label)
         label.set_class(pulse is not None and pulse.status == RunStatus.RUNNING, "-running")
         app: Workbench = self.app  # type: ignore[assignment]
         _update(label, describe_pulse(pulse) if app.pulse_known else "")  # nothing is claimed before the first read
+        self._fit_tabs()
 
 
 class ModeTab(Label):
@@ -112,10 +126,13 @@ class ModeTab(Label):
         self.mode, self.tab_key, self.tab_title, self.current = mode, key, title, active
         self.tooltip = f"Show the {title} screen (or press {key})"
 
-    def shorten(self, narrow: bool) -> None:
-        """On a narrow terminal only the current screen's tab is named; the others are their number keys."""
-        named = not narrow or self.current
-        self.update(f" {self.tab_key} {self.tab_title} " if named else f" {self.tab_key} ")
+    @property
+    def full_width(self) -> int:
+        return len(self.tab_key) + len(self.tab_title) + 3
+
+    def shorten(self, short: bool) -> None:
+        """Where room is short only the current screen's tab is named; the others are their number keys."""
+        _update(self, f" {self.tab_key} {self.tab_title} " if not short or self.current else f" {self.tab_key} ")
 
     def on_click(self, event: events.Click) -> None:
         event.stop()
@@ -204,6 +221,11 @@ class KeyBar(Horizontal):
             self._spans.append((at, at + width, binding.key))
             at += width
         _update(self.query_one("#keys", Label), Content.assemble(*parts))
+
+
+def _plain(label: Label) -> str:
+    content = label.content
+    return content.plain if isinstance(content, Content) else str(content)
 
 
 def _update(label: Label, text: str | Content) -> None:

@@ -259,27 +259,29 @@ def _current_is(step, as_json: bool) -> None:
 @reports_user_errors
 def list_operations(workspace: WorkspaceOption = None) -> None:
     """The operations, and your tools in <workspace>/tools/*.py (run them with `smoltui tool run NAME`)."""
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.padding import Padding
 
     from smoltui.engine.tools import TOOLS_DIR, list_tools
     from smoltui.engine.workspace import workspace_path
 
-    operations = Table(box=None, title="operations", title_justify="left")
-    operations.add_column("operation")
-    operations.add_column("usage", no_wrap=True)
-    operations.add_column("what it does")
+    # Two lines each, how to call it and what it does, so that both read whole in a narrow terminal.
+    console.print("[bold]operations[/]")
     for operation in OPERATIONS.values():
-        operations.add_row(operation.name, usage(operation), operation.help)
-    console.print(operations, highlight=False)
+        console.print(f"  [bold]{operation.name}[/] {escape(usage(operation))}", highlight=False, soft_wrap=True)
+        console.print(Padding(escape(operation.help), (0, 0, 0, 6)), highlight=False)
+    console.print("  [dim]and: state, set, get, init, reset, history, checkout, undo, tool run[/]")
     root = workspace_path(workspace)
     tools = list_tools(root)
     if not tools:
         console.print(f"no tools in {root / TOOLS_DIR} yet (README: Changing a model).", highlight=False)
         return
-    table = Table("tool", "what it does", "script", box=None, title="tools", title_justify="left")
+    console.print(
+        f"[bold]tools[/] in {escape(str(root / TOOLS_DIR))} ({escape('`smoltui tool run NAME [ARGS…]`')})",
+        highlight=False,
+    )
     for tool in tools:
-        table.add_row(tool.name, tool.description, str(tool.path))
-    console.print(table, highlight=False)
+        console.print(f"  [bold]{escape(tool.name)}[/]  {escape(tool.description)}", highlight=False)
 
 
 tool_app = typer.Typer(

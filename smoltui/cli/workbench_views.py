@@ -115,8 +115,13 @@ def history_table(steps: list[HistoryStep], current: int | None):
     from rich.table import Table
 
     table = Table(box=None)
-    for title in ("", "step", "operation", "parameters", "from", "perplexity", "Δ", "summary", "when"):
-        table.add_column(title, overflow="fold")
+    for title in ("", "step"):
+        table.add_column(title, no_wrap=True)
+    table.add_column("operation", overflow="fold", ratio=1, min_width=10)  # its parameters on a second line
+    for title in ("from", "perplexity", "Δ"):
+        table.add_column(title, no_wrap=True)
+    table.add_column("summary", overflow="fold", ratio=2, min_width=12)
+    table.add_column("when", no_wrap=True)
     for step in steps:
         effect = step.effect or {}
         after = (effect.get("after") or {}).get("perplexity")
@@ -126,8 +131,7 @@ def history_table(steps: list[HistoryStep], current: int | None):
         table.add_row(
             "*" if step.step == current else "",
             str(step.step),
-            escape(step.operation),
-            escape(compact_params(step.params)),
+            escape(f"{step.operation}\n{compact_params(step.params)}".strip()),
             "-" if step.parent is None else str(step.parent),
             format_metric("perplexity", after),
             format_delta("perplexity", delta, before),

@@ -240,7 +240,7 @@ def edit_parameters(
     names = [name for name, _ in chosen]
     return OperationResult(
         loaded,
-        f"{verb} {len(chosen)} tensors ({count:,} parameters) matching {pattern!r}",
+        f"{verb} {len(chosen)} tensors ({count:,} parameters) matching '{pattern}'",
         {"tensors": len(chosen), "parameters": count, "names": names[:50]},
     )
 

@@ -406,7 +406,7 @@ def _dataset_source(text: str) -> str:
         if text != BUILTIN_PYDOCS:
             raise UserError(f"unknown built-in corpus {text!r}; the built-in one is {BUILTIN_PYDOCS}.", field="dataset")
         return text
-    path = Path(text).expanduser().absolute()
+    path = Path(text).expanduser().resolve()
     if not path.exists():
         raise UserError(f"no such file or folder: {text}; check the path, or use {BUILTIN_PYDOCS}.", field="dataset")
     return str(path)

@@ -132,4 +132,11 @@ def main() -> None:
 
 
 # The command modules register themselves on `app`; imported last so they can import the names above.
-from smoltui.cli import inspect_commands, lens_commands, run_commands, sample_commands, ui_commands  # noqa: E402, F401
+from smoltui.cli import (  # noqa: E402, F401
+    inspect_commands,
+    lens_commands,
+    run_commands,
+    sample_commands,
+    ui_commands,
+    workbench_commands,
+)

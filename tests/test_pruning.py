@@ -115,6 +115,18 @@ def test_unstructured_prune_zeroes_the_smallest_of_each_matrix_and_the_zeros_sur
     assert all(torch.equal(again[name], model.state_dict()[name]) for name in pruned)
 
 
+def test_pruning_again_counts_the_zeros_already_there(tmp_path):
+    loaded = tiny_loaded("llama", tmp_path / "llama")
+    prune(loaded, amount=0.3)
+    more = prune(loaded, amount=0.5)  # the zeros tie at the smallest magnitude; half of each matrix is zero after
+    assert more.details["sparsity"] == pytest.approx(0.5, abs=0.01)
+    weight = loaded.model.model.layers[0].mlp.down_proj.weight
+    assert int((weight == 0).sum()) == round(0.5 * weight.numel())
+    less = prune(loaded, amount=0.2)  # fewer than are zero already: nothing new goes
+    assert less.details["sparsity"] == more.details["sparsity"]
+    assert int((weight == 0).sum()) == round(0.5 * weight.numel())
+
+
 def test_where_restricts_unstructured_pruning_and_can_name_the_embeddings(tmp_path):
     loaded = tiny_loaded("gpt2", tmp_path / "gpt2")
     before = snapshot(loaded.model)

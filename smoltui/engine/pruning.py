@@ -61,11 +61,9 @@ def prune_unstructured(loaded: LoadedModel, amount: float, where: str | None) ->
         for matrix in matrices:
             weight = matrix.weight
             count = round(amount * weight.numel())
-            if count:
-                _zero_smallest(weight, count)
+            zeros += _zero_smallest(weight, count) if count else int((weight == 0).sum())
             zeroed += count
             total += weight.numel()
-            zeros += int((weight == 0).sum())
     sparsity = zeros / total if total else 0.0
     summary = (
         f"pruned {amount:.0%} of each of {len(matrices)} weight matrices by magnitude (unstructured, per matrix); "
@@ -85,14 +83,18 @@ def prune_unstructured(loaded: LoadedModel, amount: float, where: str | None) ->
     return OperationResult(loaded, summary, details)
 
 
-def _zero_smallest(weight: torch.Tensor, count: int) -> None:
-    """Set exactly `count` entries of `weight` to zero: those of smallest magnitude (ties broken by position)."""
+def _zero_smallest(weight: torch.Tensor, count: int) -> int:
+    """Set exactly `count` entries of `weight` to zero, those of smallest magnitude (ties: the first ones), and
+    return how many entries are zero after (more than `count` only where more were zero before)."""
     magnitudes = weight.detach().abs().float().flatten()  # (numel,)
     threshold = magnitudes.kthvalue(count).values
-    mask = magnitudes < threshold
-    ties = (magnitudes == threshold).nonzero().flatten()[: count - int(mask.sum())]
-    mask[ties] = True
+    mask = magnitudes <= threshold  # one pass; ties at the threshold are rare in trained weights
+    selected = int(mask.sum())
+    if selected > count:
+        ties = (magnitudes == threshold).nonzero().flatten()
+        mask[ties[count - (selected - len(ties)) :]] = False
     weight.masked_fill_(mask.view(weight.shape), 0)
+    return selected if float(threshold) == 0 else count
 
 
 def params_and_bytes(model) -> tuple[int, int]:

@@ -49,12 +49,13 @@ def quantize(loaded: LoadedModel, *, bits: int, where: str | None = None) -> Ope
     with torch.no_grad():
         for matrix in matrices:
             weight = matrix.weight
-            original = weight.detach().float().clone()  # float() of an fp32 weight is the weight itself
-            weight.copy_(round_to_grid(original, bits, matrix.channel_axis))
-            error = weight.float() - original  # what the model now computes with, after the cast to its dtype
-            abs_error += float(error.abs().sum())
-            squared_error += float(error.square().sum())
-            squared_norm += float(original.square().sum())
+            original = weight.detach().float()  # the weight itself where it is fp32: read before the copy below
+            rounded = round_to_grid(original, bits, matrix.channel_axis).to(weight.dtype)
+            error = rounded.float() - original  # what the model will compute with, after the cast to its dtype
+            abs_error += float(torch.linalg.vector_norm(error, ord=1))
+            squared_error += float(torch.linalg.vector_norm(error)) ** 2
+            squared_norm += float(torch.linalg.vector_norm(original)) ** 2
+            weight.copy_(rounded)
             weights += weight.numel()
             bytes_before += weight.numel() * weight.element_size()
             bytes_after += math.ceil(weight.numel() * bits / 8) + weight.shape[matrix.channel_axis] * SCALE_BYTES
@@ -89,4 +90,4 @@ def round_to_grid(weight: torch.Tensor, bits: int, channel_axis: int) -> torch.T
     levels = 2 ** (bits - 1) - 1
     scale = weight.abs().amax(dim=1 - channel_axis, keepdim=True) / levels  # (out, 1) or (1, out)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero channel stays zero
-    return (weight / scale).round().clamp(-levels, levels) * scale
+    return (weight / scale).round_().clamp_(-levels, levels).mul_(scale)  # in place after the first: one copy

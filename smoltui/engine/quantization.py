@@ -7,10 +7,11 @@ model's dtype at once (quantize, then dequantize), so the model stays an ordinar
 weights would take packed (`bits` per entry plus a 16-bit scale per channel, as int8/int4 formats store them) is
 reported beside what they take now.
 
-Why not a library: none of the CPU candidates gives an ordinary folder back (torchao's and optimum-quanto's
-quantized models save tensor subclasses or their own formats that need the library to load; bitsandbytes'
-4-bit path is CUDA-first), and on this CPU torch's int8 weight-only matmul ran slower than fp32 (see
-notes/inference.md), so real int kernels would not speed decoding up either.
+Why not a library (tried on SmolLM2-135M, this 2-core CPU, 2026-12, through transformers 5.23's loaders):
+torchao 0.18's int8 weight-only decoded ~16x slower than fp32 and its folder holds torchao tensor subclasses
+that need torchao to load; its int4 needs another package (mslk) and failed. bitsandbytes 0.50.2 ran 8 and 4
+bits on the CPU, both slower than fp32, its folders need bitsandbytes to load, and its 4-bit folder read back
+wrote garbage. Neither gives the ordinary folder every other operation yields, nor faster decoding here.
 """
 
 from __future__ import annotations

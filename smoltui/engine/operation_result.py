@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from smoltui.engine.models import LoadedModel
+if TYPE_CHECKING:
+    from smoltui.engine.models import LoadedModel
 
 
 @dataclass(frozen=True)

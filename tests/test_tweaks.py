@@ -146,3 +146,24 @@ def test_the_sample_screens_a_b_decodes_the_tweaked_copy_with_the_same_seed(load
         session.close()
     assert first_a.text == second_a.text  # the untouched model is untouched by B's run
     assert through_b.text != first_a.text
+
+
+def test_the_fast_decoding_step_sees_a_tweak_inside_the_block_and_not_after(tmp_path):
+    from smoltui.engine.decoder import DecodeFinished, TokenGenerated, decode
+
+    folder = tmp_path / "llama"
+    tiny_lm("llama", folder)
+    bpe_tokenizer().save_pretrained(folder)
+    loaded = load_model(str(folder), device="cpu")
+    ids = bpe_tokenizer()(PROMPT)["input_ids"]
+
+    def greedy(fast: bool) -> list[int]:
+        events = list(decode(loaded.model, loaded.tokenizer, ids, max_new_tokens=8, stop_at_eos=False, fast=fast))
+        assert isinstance(events[-1], DecodeFinished) and events[-1].forward == ("fast" if fast else "generic")
+        return [event.token_id for event in events if isinstance(event, TokenGenerated)]
+
+    before = greedy(True)
+    with tweaked(loaded.model, {r"\.mlp\.": 0.5, r"^model\.norm\.weight": -0.9}):
+        inside = greedy(True)
+        assert inside == greedy(False) and inside != before
+    assert greedy(True) == before

@@ -39,4 +39,5 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("runs", "4", "Runs", "smoltui.screens.runs", "RunsScreen"),
     ScreenEntry("sample", "5", "Sample", "smoltui.screens.sample", "SampleScreen"),
     ScreenEntry("lens", "6", "Lens", "smoltui.screens.lens", "LensScreen"),
+    ScreenEntry("surgery", "8", "Surgery", "smoltui.screens.surgery", "SurgeryScreen"),
 )

@@ -68,29 +68,38 @@ def heat_rows(matrix: np.ndarray, mode: str) -> tuple[list[list[Segment]], float
     return lines, high
 
 
-def heat_legend(mode: str, high: float) -> Text:
-    """The scale of a weights heatmap: what a cell is and the values its colours stand for."""
-    if mode == "abs":
-        legend = Text("mean |w| per cell: 0 ")
-        for index in range(16):
-            legend.append(" ", Style(bgcolor=PALETTE[round(index / 15 * (len(PALETTE) - 1))]))
-        legend.append(f" {short_number(high)} (√ scale)")
-        return legend
-    legend = Text(f"mean w per cell: {short_number(-high)} ")
-    for index in range(17):
-        legend.append(" ", Style(bgcolor=SIGNED_PALETTE[round(index / 16 * (SIGNED_LEVELS - 1))]))
-    legend.append(f" {short_number(high)} (√ scale, 0 grey)")
+def heat_legend(mode: str, high: float, width: int = 60) -> Text:
+    """The scale of a weights heatmap in at most `width` cells: what a cell is and the values its colours stand
+    for (fewer colour swatches, then shorter words, where the room is short)."""
+    low = "0" if mode == "abs" else short_number(-high)
+    palette = PALETTE if mode == "abs" else SIGNED_PALETTE
+    what = "|w|" if mode == "abs" else "w"
+    wordings = (
+        (f"mean {what} per cell: {low} ", f" {short_number(high)} (√ scale{'' if mode == 'abs' else ', 0 grey'})"),
+        (f"{what}: {low} ", f" {short_number(high)} √"),
+    )
+    for prefix, suffix in wordings:
+        swatches = min(16, width - len(prefix) - len(suffix))
+        if swatches >= 6:
+            break
+    swatches = max(swatches, 2)
+    legend = Text(prefix)
+    for index in range(swatches):
+        legend.append(" ", Style(bgcolor=palette[round(index / (swatches - 1) * (len(palette) - 1))]))
+    legend.append(suffix)
     return legend
 
 
 def fit_bins(counts: np.ndarray, width: int) -> np.ndarray:
-    """A histogram's counts on `width` columns: neighbouring bins summed when there are more bins than columns,
-    a bin drawn over several columns when there are fewer."""
+    """A histogram's height on each of `width` columns: the mean count of the bins a column covers (neighbouring
+    bins averaged when there are more bins than columns, so a column of three bins is not taller than one of
+    two; a bin drawn over several columns when there are fewer)."""
     bins = len(counts)
     if width >= bins:
-        return counts[np.arange(width) * bins // width]
+        return np.asarray(counts, dtype=np.float64)[np.arange(width) * bins // width]
     starts = np.arange(width) * bins // width
-    return np.add.reduceat(counts, starts)
+    sizes = np.diff(np.append(starts, bins))
+    return np.add.reduceat(np.asarray(counts, dtype=np.float64), starts) / sizes
 
 
 def histogram_text(edges: np.ndarray, counts: np.ndarray, width: int, height: int) -> Text:

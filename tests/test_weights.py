@@ -24,6 +24,7 @@ from smoltui.engine.weights import (
 from smoltui.weight_look import (
     SIGNED_LEVELS,
     fit_bins,
+    heat_legend,
     heat_rows,
     histogram_text,
     short_number,
@@ -188,10 +189,18 @@ def test_an_unknown_tensor_name_lists_a_few_real_ones():
 # -- the drawings ----------------------------------------------------------------------------------------------
 
 
-def test_fit_bins_keeps_the_total_when_bins_are_merged_and_stretches_otherwise():
-    counts = np.arange(1, 129)
-    assert fit_bins(counts, 40).sum() == counts.sum() and len(fit_bins(counts, 40)) == 40
+def test_fit_bins_keeps_the_shape_when_bins_are_merged_and_stretches_otherwise():
+    flat = fit_bins(np.full(128, 5), 44)  # 2 or 3 bins a column: a flat histogram stays flat, no sawtooth
+    assert len(flat) == 44 and flat.tolist() == [5.0] * 44
+    assert fit_bins(np.array([1, 3, 5, 7]), 2).tolist() == [2.0, 6.0]
     assert fit_bins(np.array([1, 5]), 4).tolist() == [1, 1, 5, 5]
+
+
+def test_the_legend_fits_its_width():
+    assert heat_legend("abs", 0.04433).plain == "mean |w| per cell: 0 " + " " * 16 + " 0.04433 (√ scale)"
+    for width in (30, 40, 50):
+        for mode in ("abs", "signed"):
+            assert len(heat_legend(mode, 0.04433, width).plain) <= width
 
 
 def test_histogram_text_draws_the_tallest_bin_full_and_the_range_under_it():

@@ -65,7 +65,7 @@ class WeightHeatmap(Widget):
             self._lines, self._legend, self.high = [], [], 0.0
         else:
             self._lines, self.high = heat_rows(matrix, mode)
-            self._legend = list(heat_legend(mode, self.high).render(self.app.console))
+            self._legend = list(heat_legend(mode, self.high, self.content_size.width or 60).render(self.app.console))
         self.refresh()
 
     def render_line(self, y: int) -> Strip:

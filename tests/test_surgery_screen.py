@@ -168,3 +168,27 @@ async def test_without_a_model_a_sentence_says_how_to_load_one(workspace):
         assert "No model is loaded: load one on the Model screen (key 2)" in said(screen, "#weights-note")
         assert "No model is loaded" in screen.heatmap.render_line(0).text
         assert not screen.weights_busy
+
+
+@pytest.mark.slow
+async def test_b_loads_the_bundled_smollm2_and_lists_its_tensors(workspace):
+    """The real model: b loads it, the table lists its 272 tensors with the embedding tied to the LM head, and the
+    embedding's 49152×576 heatmap, histogram and singular values come (the Gram path on a tall matrix)."""
+    from smoltui.engine.bundled import bundled_models
+
+    if not any(model.name == "smollm2-135m-instruct" and model.available for model in bundled_models()):
+        pytest.skip("the bundled SmolLM2 is not installed")
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        await pilot.press("b")
+        await settled(pilot)
+        loaded = app.session_model
+        assert loaded is not None
+        assert len(screen.weights) == len({id(t) for t in loaded.model.state_dict(keep_vars=True).values()})
+        embedding = screen.weights_table.selected
+        assert embedding.name == "model.embed_tokens.weight" and embedding.also == ("lm_head.weight",)
+        assert embedding.shape == (49152, 576)
+        assert screen.heatmap.matrix.shape == screen.heatmap.cells_wanted
+        assert "σ12" in said(screen, "#weight-singular") or "σ6" in said(screen, "#weight-singular")
+        assert "█" in said(screen, "#weight-histogram")

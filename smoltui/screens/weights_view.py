@@ -322,7 +322,7 @@ class WeightsViewer:
         edges, counts = cached.histogram
         outside = stats.numel - int(counts.sum())
         if outside:
-            panel.border_subtitle = f"{outside:,} beyond ±{HISTOGRAM_SIGMAS} std · " + panel.border_subtitle
+            panel.border_subtitle += f" · {outside:,} beyond ±{HISTOGRAM_SIGMAS}σ"  # cut first where the room is short
         panel.update(histogram_text(edges, counts, width or 40, max(height - 1, 1)))
 
     def _draw_singular(self, stats: TensorStats, cached: TensorViews, panel: Static) -> None:

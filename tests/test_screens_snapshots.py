@@ -328,3 +328,35 @@ def test_attention_without_a_model(snap_compare, workspace):
         await settle(pilot)
 
     assert snap_compare(make_app(workspace), terminal_size=(80, 24), run_before=open_attention)
+
+
+# -- the Surgery screen: the weights viewer on the tiny preset (weights drawn from seed 0) ----------------------
+
+
+async def weights_settled(pilot) -> None:
+    await settle(pilot)
+    while pilot.app.screen.weights_busy or pilot.app.session.busy:
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+@SIZES
+def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
+    """Surgery with the tiny preset, filtered to "mlp": "mlp" in the filter line; "Tensors · tiny · 8 of 28" over
+    the MLP weights and biases of both layers (name, shape, dtype f32, mean, std, min, max, zeros 100.0% for the
+    zero biases, norm), the cursor on transformer.h.0.mlp.c_fc.weight, "by model order (o r) · filter (/)" below;
+    its 32×128 heatmap of mean |w| per cell in half blocks (blue to yellow), the legend on the line under it
+    ("mean |w| per cell: 0 … (√ scale)", "|w|: 0 … √" at 80x24) and "|w| (a) · rows×cols block means" below; its
+    histogram, a bell with zero's column in orange, the range -0.07636 … 0 … 0.06257 under it and the mean and std
+    below; its top singular values as bars (σ1 0.3308 …); the footer's Filter, Sort, Reverse and |w|/signed."""
+
+    async def open_weights(pilot):
+        from smoltui.engine.models import load_model
+
+        pilot.app.session.use(load_model("tiny", device="cpu"))
+        await pilot.press("8")
+        await weights_settled(pilot)
+        await pilot.press("slash", *"mlp", "enter")
+        await weights_settled(pilot)
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_weights)

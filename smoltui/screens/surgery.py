@@ -1,0 +1,120 @@
+"""Surgery: the session's model and its weights (the weights viewer: every tensor's statistics, and the selected
+tensor's heatmap, histogram and top singular values). The viewer's jobs and drawing are in weights_view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+from textual import on
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable, Input, Static
+
+from smoltui.engine.bundled import bundled_models
+from smoltui.messages import SessionUpdated
+from smoltui.screens.base import SmolScreen
+from smoltui.screens.sample_generation import BUNDLED
+from smoltui.screens.weights_view import WeightsViewer
+from smoltui.widgets.weight_heatmap import WeightHeatmap
+from smoltui.widgets.weights_table import WeightsTable
+
+NARROW_WIDTH = 100
+TYPING_ACTIONS = {"leave_field"}  # what keys do while the filter has the keyboard
+
+
+class SurgeryScreen(WeightsViewer, SmolScreen):
+    """The session's model and its weights."""
+
+    MODE = "surgery"
+    AUTO_FOCUS = "#weights-table"
+    BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
+        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
+        Binding("o", "cycle_sort", "Sort", tooltip="Order the tensors by the next column (a click on a header too)"),
+        Binding("r", "reverse_sort", "Reverse", tooltip="Reverse the tensors' order"),
+        Binding("a", "toggle_heat_mode", "|w|/signed", tooltip="Heatmap of the mean |w| per cell, or of the mean w"),
+        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the filter; the keys work again"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._init_weights()
+        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Horizontal(id="surgery-body"):
+            with Vertical(id="weights-viewer"):
+                yield Input(
+                    placeholder="filter: a regular expression over the names (/)", compact=True, id="weights-filter"
+                )
+                yield WeightsTable(id="weights-table", classes="panel")
+                yield Static(id="weights-note")
+                with Horizontal(id="weights-views"):
+                    yield WeightHeatmap(id="weight-heatmap", classes="panel")
+                    with Vertical(id="weights-numbers"):
+                        yield Static(id="weight-histogram", classes="panel")
+                        yield Static(id="weight-singular", classes="panel")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#weights-filter", Input).tooltip = "Only the tensors whose name matches (case-insensitive)"
+        self.watch(self.app, "session_model", self._model_changed)
+
+    def _model_changed(self, _loaded=None) -> None:
+        self.refresh_weights()
+        self.refresh_bindings()
+
+    def on_session_updated(self, message: SessionUpdated) -> None:
+        message.stop()
+        self._weights_event(message.event)
+
+    # -- the weights viewer's widgets (its handlers live here: Textual reads @on from the screen's class only) ----
+
+    @on(Input.Changed, "#weights-filter")
+    def _weights_filter_changed(self) -> None:
+        self._filter_changed()
+
+    @on(Input.Submitted, "#weights-filter")
+    def _weights_filter_submitted(self) -> None:
+        self.weights_table.focus()
+
+    @on(DataTable.RowHighlighted, "#weights-table")
+    def _weights_row_highlighted(self) -> None:
+        self._show_views()
+
+    @on(WeightHeatmap.SizeChanged, "#weight-heatmap")
+    def _weights_heatmap_resized(self) -> None:
+        self._show_views()  # a matrix of the heatmap's new size
+
+    @on(DataTable.HeaderSelected, "#weights-table")
+    def _weights_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        self._sort_by_column(str(event.column_key.value))
+
+    # -- keys ------------------------------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        self.query_one("#weights-filter", Input).focus()
+
+    def action_leave_field(self) -> None:
+        self.query_one(WeightsTable).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        typing = self.is_current and isinstance(self.focused, Input)
+        if action == "leave_field":
+            return typing
+        if typing and action not in TYPING_ACTIONS:
+            return False
+        if action == "load_bundled":
+            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()
+
+    def on_descendant_blur(self) -> None:
+        self.refresh_bindings()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")

@@ -167,7 +167,7 @@ def test_a_tied_lm_head_is_saved_tied_and_counted_once(bench, tmp_path):
 @pytest.mark.parametrize(
     ("name", "params", "fragment", "field"),
     [
-        ("edit", {"pattern": "no_such_weight", "zero": True}, "matches no parameter; the names look like", "pattern"),
+        ("edit", {"pattern": "no_such_weight", "zero": True}, "matches no parameter (they are named like", "pattern"),
         ("edit", {"pattern": "(", "zero": True}, "is not a regular expression", "pattern"),
         ("edit", {"pattern": "mlp", "zero": True, "scale": "2"}, "exactly one of --zero", None),
         ("edit", {"pattern": "mlp"}, "exactly one of --zero", None),

@@ -78,6 +78,27 @@ def test_a_smolbox_style_chain_import_edit_history_checkout(ready, model_folder)
     assert json.loads(ok("state", "--json").stdout)["current"]["step"] == 1
 
 
+def test_prune_then_quantize_chain_with_their_effects_and_a_checkout_restores_the_weights(
+    ready, model_folder, tmp_path
+):
+    ok("import", str(model_folder), "--no-eval")
+    pruned = json.loads(ok("prune", "--amount", "0.5", "--json").stdout)
+    assert pruned["operation"] == "prune" and pruned["details"]["sparsity"] >= 0.49
+    before, after = pruned["effect"]["before"], pruned["effect"]["after"]
+    assert before["perplexity"] != after["perplexity"] and after["params"] == before["params"]
+    quantized = ok("quantize", "--bits", "4")
+    assert "4 bits" in quantized.stdout and "perplexity" in quantized.stdout
+    steps = json.loads(ok("history", "--json").stdout)
+    assert [(step["operation"], step["parent"]) for step in steps] == [("import", None), ("prune", 1), ("quantize", 2)]
+    one_line_error(run("prune", "--amount", "1.5"), "--amount")
+    one_line_error(run("quantize", "--bits", "6"), "8 or 4")
+    ok("checkout", "1")
+    ok("export", str(tmp_path / "back"))
+    saved = load_file(tmp_path / "back" / "model.safetensors")
+    original = load_file(model_folder / "model.safetensors")
+    assert all(torch.equal(saved[name], original[name]) for name in original)  # undo gives the exact weights
+
+
 def test_set_model_imports_and_export_writes_a_folder(ready, model_folder, tmp_path):
     ok("set", "model", str(model_folder), "--no-eval")
     assert json.loads(ok("history", "--json").stdout)[0]["params"] == {"source": str(model_folder)}
@@ -92,7 +113,7 @@ def test_set_model_imports_and_export_writes_a_folder(ready, model_folder, tmp_p
 def test_mistakes_are_one_line_with_the_fix(ready, model_folder, tmp_path):
     one_line_error(run("edit", "mlp", "--zero"), "there is no current model; import one")
     ok("import", str(model_folder), "--no-eval")
-    one_line_error(run("edit", "nothing_like_this", "--zero"), "matches no parameter; the names look like model.")
+    one_line_error(run("edit", "nothing_like_this", "--zero"), "matches no parameter (they are named like model.")
     one_line_error(run("edit", "mlp", "--zero", "--random"), "exactly one of --zero, --random, --scale X or --noise")
     one_line_error(run("edit", "mlp", "--scale", "lots"), "--scale takes a number such as 0.5, not 'lots'")
     one_line_error(run("reinit", "--layers", "0"), "--layers must be at least 1, not 0")

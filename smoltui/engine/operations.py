@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,9 @@ from smoltui.engine.effects import Effect, EvalSettings, Measurement, measure
 from smoltui.engine.errors import UserError
 from smoltui.engine.operation_result import OperationResult
 from smoltui.engine.parameters import Parameter, parse_values
+from smoltui.engine.pruning import PRUNE_KINDS, prune
+from smoltui.engine.quantization import SUPPORTED_BITS, quantize
+from smoltui.engine.weight_selection import matching_parameters
 from smoltui.engine.workbench import HistoryStep, Workbench
 
 if TYPE_CHECKING:
@@ -212,7 +214,7 @@ def edit_parameters(
     """Zero, randomise, scale or add noise to every parameter whose name matches the regular expression."""
     import torch
 
-    chosen = matching_parameters(loaded.model, pattern)
+    chosen = matching_parameters(loaded.model, pattern, "pattern")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for _, parameter in chosen:
@@ -243,24 +245,6 @@ def edit_parameters(
         f"{verb} {len(chosen)} tensors ({count:,} parameters) matching '{pattern}'",
         {"tensors": len(chosen), "parameters": count, "names": names[:50]},
     )
-
-
-def matching_parameters(model, pattern: str) -> list[tuple[str, Any]]:
-    """(name, parameter) of every parameter (a tied one once) whose name the regular expression finds."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as error:
-        raise UserError(f"{pattern!r} is not a regular expression ({error}); fix it.", field="pattern") from None
-    named = list(model.named_parameters())
-    chosen = [(name, parameter) for name, parameter in named if regex.search(name)]
-    if not chosen:
-        examples = ", ".join(name for name, _ in named[:5])
-        raise UserError(
-            f"the pattern {pattern!r} matches no parameter; the names look like {examples}, … "
-            f"({len(named)} in all; `smoltui info` lists the modules).",
-            field="pattern",
-        )
-    return chosen
 
 
 def _one_edit(values: dict[str, Any]) -> None:
@@ -357,5 +341,63 @@ register(
             ),
         ),  # fmt: skip
         context=("seed",),
+    )
+)
+WHERE = Parameter(
+    "where",
+    "str",
+    "A regular expression over parameter names limiting the candidates (e.g. mlp, or layers\\.[0-3]\\.); "
+    "name the embeddings or the LM head to include them.",
+    option="--where",
+    metavar="PATTERN",
+)
+register(
+    Operation(
+        "prune",
+        "Remove the smallest weights (zeroed), whole attention heads or whole layers (the model gets smaller).",
+        lambda loaded, *, amount, kind, where: prune(loaded, amount=amount, kind=kind, where=where or None),
+        (
+            Parameter(
+                "amount",
+                "float",
+                "The fraction to remove: of each weight matrix, of each layer's heads (per KV group), or of the "
+                "layers; 0.3 is 30%.",
+                required=True,
+                option="--amount",
+                metavar="P",
+                minimum=0,
+                maximum=1,
+            ),
+            Parameter(
+                "kind",
+                "str",
+                "What goes: the smallest weights (unstructured), whole attention heads, or whole layers.",
+                default="unstructured",
+                option="--kind",
+                choices=PRUNE_KINDS,
+            ),
+            WHERE,
+        ),
+    )
+)
+register(
+    Operation(
+        "quantize",
+        "Round the linear weights to 8 or 4 bits per output channel (weight-only, kept dequantized; the report "
+        "gives the packed size).",
+        lambda loaded, *, bits, where: quantize(loaded, bits=bits, where=where or None),
+        (
+            Parameter(
+                "bits",
+                "int",
+                f"Bits per weight: {' or '.join(map(str, SUPPORTED_BITS))}.",
+                required=True,
+                option="--bits",
+                metavar="N",
+                minimum=min(SUPPORTED_BITS),
+                maximum=max(SUPPORTED_BITS),
+            ),
+            WHERE,
+        ),
     )
 )

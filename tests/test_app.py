@@ -427,3 +427,10 @@ async def test_a_start_model_loads_into_the_session_after_the_first_frame(worksp
         assert app.session_model is not None and app.session.loaded is app.session_model
         assert text_of(app.screen.query_one("#model-info", Label)).strip() == "tiny · cpu fp32"
         assert app.recent_sources[0] == "tiny"
+
+
+def test_every_screen_has_a_mode_and_a_number_key_of_its_own():
+    from smoltui.screens import SCREENS
+
+    assert len({entry.mode for entry in SCREENS}) == len(SCREENS)
+    assert [entry.key for entry in SCREENS] == [str(number) for number in range(1, len(SCREENS) + 1)]

@@ -39,7 +39,6 @@ SCREENS: tuple[ScreenEntry, ...] = (
     ScreenEntry("runs", "4", "Runs", "smoltui.screens.runs", "RunsScreen"),
     ScreenEntry("sample", "5", "Sample", "smoltui.screens.sample", "SampleScreen"),
     ScreenEntry("lens", "6", "Lens", "smoltui.screens.lens", "LensScreen"),
-    ScreenEntry("lens", "6", "Lens", "smoltui.screens.lens", "LensScreen"),
     ScreenEntry("attention", "7", "Attention", "smoltui.screens.attention", "AttentionScreen"),
     ScreenEntry("surgery", "8", "Surgery", "smoltui.screens.surgery", "SurgeryScreen"),
 )

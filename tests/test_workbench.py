@@ -168,7 +168,7 @@ def test_a_tied_lm_head_is_saved_tied_and_counted_once(bench, tmp_path):
     ("name", "params", "fragment", "field"),
     [
         ("edit", {"pattern": "no_such_weight", "zero": True}, "matches no parameter (they are named like", "pattern"),
-        ("edit", {"pattern": "(", "zero": True}, "is not a regular expression", "pattern"),
+        ("edit", {"pattern": "(", "zero": True}, "is not a valid regular expression", "pattern"),
         ("edit", {"pattern": "mlp", "zero": True, "scale": "2"}, "exactly one of --zero", None),
         ("edit", {"pattern": "mlp"}, "exactly one of --zero", None),
         ("edit", {"pattern": "mlp", "scale": "big"}, "--scale takes a number", "scale"),

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import settle
 from test_app import make_app, text_of
-from textual.widgets import Input, Static
+from textual.widgets import Input, Select, Static
 from tiny_lms import tiny_lm_folder
 
 from smoltui.engine.models import load_model
@@ -310,3 +310,21 @@ async def test_a_bad_field_is_marked_with_its_sentence_and_nothing_runs(workspac
         assert screen.operation_job is None
         with Workbench.open(workspace) as bench:
             assert len(bench.history()) == 1
+
+
+async def test_choosing_prune_makes_its_fields_and_an_amount_past_one_is_refused(workspace, imported):
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-operation", Select).value = "prune"
+        await settled(pilot)
+        fields = [widget.id for widget in screen.query_one("#surgery-fields").children]
+        assert fields == ["surgery-field-amount", "surgery-field-kind", "surgery-field-where"]
+        amount = screen.query_one("#surgery-field-amount", Input)
+        amount.value = "1.5"
+        amount.focus()
+        await pilot.press("ctrl+r")
+        await settled(pilot)
+        assert amount.has_class("-invalid") and screen.operation_job is None
+        assert "--amount must be at most 1, not 1.5; pass a smaller value." in said(screen, "#surgery-form-error")
+        assert len(history_rows(screen)) == 1

@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from smoltui.cli.workbench_views import compact_params, format_delta, format_metric
@@ -115,7 +115,7 @@ class SurgeryHistory:
         self._progress: list[str] = []
 
     def compose_history(self) -> Iterable[Widget]:
-        with Vertical(id="surgery-history"):
+        with VerticalScroll(id="surgery-history", can_focus=False):
             yield Static(id="surgery-state")
             table: DataTable = DataTable(id="surgery-steps", cursor_type="row", zebra_stripes=True, classes="panel")
             table.add_columns("", "step", "operation", "ppl", "Δ", "when")
@@ -155,15 +155,11 @@ class SurgeryHistory:
             return
         current, dataset = workbench.current(), workbench.get("dataset")
         model = (
-            "no current model: import one (the import operation)"
+            "no current model: run import (below)"
             if current is None
             else (f"current: step {current.step} · {current.operation}")
         )
-        data = (
-            f"dataset: {Path(dataset).name or dataset}"
-            if dataset
-            else "no dataset: `smoltui set dataset FILE` to measure perplexity"
-        )
+        data = f"dataset: {Path(dataset).name or dataset}" if dataset else "no dataset: `smoltui set dataset FILE`"
         self.query_one("#surgery-state", Static).tooltip = dataset or None
         self._say_state(f"{model}\n{data}")
         table = self.query_one("#surgery-steps", DataTable)

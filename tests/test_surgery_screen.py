@@ -258,9 +258,11 @@ async def test_an_edit_from_the_form_makes_a_step_shows_its_effect_and_loads_its
         assert made.params["scale"] == 0.5
         rows = history_rows(screen)
         assert rows[-1][:3] == ["*", "2", "edit pattern=mlp scale=0.5"] and rows[0][0] == ""
+        assert "step 2 made; loading its model…" in said(screen, "#surgery-progress")
         effect = said(screen, "#surgery-effect")
         ppl = short_metric("perplexity", made.effect["after"]["perplexity"])
-        assert "step 2 · edit" in effect and ppl in effect and "before" in effect and "tokens/s" in effect
+        assert "Effect of step 2" in effect and "step 2 · edit" in effect and ppl in effect
+        assert "before" in effect and "tokens/s" in effect
         assert made.effect["after"]["sample"].split()[0] in effect  # the samples side by side
         loaded = app.session_model
         assert loaded is not None and loaded.source == str(made.folder)
@@ -284,6 +286,7 @@ async def test_enter_on_step_one_checks_it_out_and_u_undoes(workspace, imported)
         await pilot.press("up", "enter")
         await settled(pilot)
         assert history_rows(screen)[0][0] == "*" and "current: step 1" in said(screen, "#surgery-state")
+        assert "Effect of step 1" in said(screen, "#surgery-effect")
         original = load_model(str(imported.folder), device="cpu").model.state_dict()
         loaded = app.session_model.model.state_dict()
         assert all(torch.equal(loaded[name], tensor) for name, tensor in original.items())
@@ -291,6 +294,13 @@ async def test_enter_on_step_one_checks_it_out_and_u_undoes(workspace, imported)
         await settled(pilot)
         assert "nothing to undo" in said(screen, "#surgery-progress")
         assert history_rows(screen)[0][0] == "*"
+        await pilot.press("down", "enter")  # step 2 again, then u: its parent, step 1
+        await settled(pilot)
+        assert history_rows(screen)[1][0] == "*"
+        assert not app.session_model.model.state_dict()["model.layers.0.mlp.up_proj.weight"].any()  # zeroed
+        await pilot.press("u")
+        await settled(pilot)
+        assert history_rows(screen)[0][0] == "*" and app.session_model.source == str(imported.folder)
 
 
 async def test_a_bad_field_is_marked_with_its_sentence_and_nothing_runs(workspace, imported):

@@ -1,6 +1,7 @@
 """The history and operations pane of the Surgery screen: the workbench's current model and dataset, its history
 (Enter makes a step current, u undoes), a form of the selected operation built from its declared parameters, and
-the effect of the last operation (before, after and delta; the two samples side by side).
+the effect of the current step's operation (before, after and delta; the two samples side by side): the last one
+run, or the step made current.
 
 An operation runs as a model-session job (the UI never waits on it); after it or a checkout the step's model is
 loaded as the session's model, so the weights viewer and the Sample screen see it. The screen composes the
@@ -132,12 +133,13 @@ class SurgeryHistory:
     def mount_history(self) -> None:
         self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
         self.query_one("#surgery-steps").border_title = "History · Enter: make current · u: undo"
-        self.query_one("#surgery-effect").border_title = "Effect of the last operation"
+        self.query_one("#surgery-effect").border_title = "Effect"
         try:
             self.workbench = EngineWorkbench.open(self.smol.workspace)
         except UserError as error:
             self._say_state(str(error))
             return
+        self.last_step = self.workbench.current()
         self.show_history()
 
     def close_history(self) -> None:
@@ -189,6 +191,7 @@ class SurgeryHistory:
         if step is None:
             panel.update(Text("Run an operation to see its effect here.", style="dim"))
             return
+        panel.border_title = f"Effect of step {step.step}"
         headline = Text(f"step {step.step} · {step.operation} · {step.summary}", style="bold")
         panel.update(Group(headline, *effect_renderables(step.effect)))
 
@@ -203,7 +206,9 @@ class SurgeryHistory:
             self._say_progress(str(error))
             return
         self._say_progress(f"step {step.step} is current; loading its model…")
+        self.last_step = step
         self.show_history()
+        self.show_effect()
         self._load_step(step)
 
     def _load_step(self, step: HistoryStep) -> None:

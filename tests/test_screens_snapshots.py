@@ -350,7 +350,7 @@ def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
     histogram, a bell with zero's column in orange, the range -0.07636 … 0 … 0.06257 under it and the mean and std
     below; its top singular values as bars (σ1 0.3308 …); on the right the workbench pane of an empty workspace: "no
     current model: run import (below)" and how to set a dataset, an empty History, the Operation form with edit
-    selected and its fields (pattern, --zero, --random, --scale X, --noise STD), and an Effect panel: "Run an
+    selected, its fields (pattern, --zero, --random, --scale X, --noise STD) and help, and an Effect panel: "Run an
     operation to see its effect here."; the footer's Run, Undo, Filter, Sort, Reverse, |w|/signed (fewer at 80x24)."""
 
     async def open_weights(pilot):

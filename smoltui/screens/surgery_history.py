@@ -112,7 +112,7 @@ class SurgeryHistory:
         self.workbench: EngineWorkbench | None = None
         self.operation_name = FIRST_OPERATION
         self.operation_job: Job | None = None
-        self.last_step: HistoryStep | None = None  # the step the last operation made, whose effect is shown
+        self.last_step: HistoryStep | None = None  # the step whose effect is shown: the last made or checked out
         self._progress: list[str] = []
 
     def compose_history(self) -> Iterable[Widget]:
@@ -126,12 +126,13 @@ class SurgeryHistory:
                 yield Select(options, value=FIRST_OPERATION, allow_blank=False, compact=True, id="surgery-operation")
                 with Vertical(id="surgery-fields"):
                     yield from parameter_fields(FIRST_OPERATION)
-                yield Static(id="surgery-form-error")
+                yield Static(id="surgery-form-error")  # the operation's help, or what is wrong with a field
                 yield Static(id="surgery-progress")
             yield Static(id="surgery-effect", classes="panel")
 
     def mount_history(self) -> None:
         self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
+        self._show_help()
         self.query_one("#surgery-steps").border_title = "History · Enter: make current · u: undo"
         self.query_one("#surgery-effect").border_title = "Effect"
         try:
@@ -223,7 +224,11 @@ class SurgeryHistory:
         fields = self.query_one("#surgery-fields", Vertical)
         await fields.remove_children()
         await fields.mount_all(parameter_fields(name))
-        self.query_one("#surgery-form-error", Static).update(Text(find_operation(name).help, style="dim"))
+        self._show_help()
+
+    def _show_help(self) -> None:
+        help_text = Text(find_operation(self.operation_name).help, style="dim")
+        self.query_one("#surgery-form-error", Static).update(help_text)
 
     def form_values(self) -> dict[str, Any]:
         """The form as text and booleans, one entry per parameter, as `Operation.parse` takes them."""
@@ -247,7 +252,7 @@ class SurgeryHistory:
                 self.query_one(f"#surgery-field-{error.field}").add_class("-invalid")
             error_panel.update(Text(str(error), style="red"))
             return
-        error_panel.update("")
+        self._show_help()
         self._progress = []
         work = operation_work(self.workbench, operation.name, values)
         self.operation_job = self.smol.session.submit("surgery", work, operation.name, tag=self)

@@ -346,9 +346,12 @@ def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
     the MLP weights and biases of both layers (name, shape, dtype f32, mean, std, min, max, zeros 100.0% for the
     zero biases, norm), the cursor on transformer.h.0.mlp.c_fc.weight, "by model order (o r) · filter (/)" below;
     its 32×128 heatmap of mean |w| per cell in half blocks (blue to yellow), the legend on the line under it
-    ("mean |w| per cell: 0 … (√ scale)", "|w|: 0 … √" at 80x24) and "|w| (a) · rows×cols block means" below; its
+    ("|w|: 0 … √", short beside the workbench pane) and "|w| (a) · rows×cols block means" below; its
     histogram, a bell with zero's column in orange, the range -0.07636 … 0 … 0.06257 under it and the mean and std
-    below; its top singular values as bars (σ1 0.3308 …); the footer's Filter, Sort, Reverse and |w|/signed."""
+    below; its top singular values as bars (σ1 0.3308 …); on the right the workbench pane of an empty workspace: "no
+    current model: run import (below)" and how to set a dataset, an empty History, the Operation form with edit
+    selected, its fields (pattern, --zero, --random, --scale X, --noise STD) and help, and an Effect panel: "Run an
+    operation to see its effect here."; the footer's Run, Undo, Filter, Sort, Reverse, |w|/signed (fewer at 80x24)."""
 
     async def open_weights(pilot):
         from smoltui.engine.models import load_model

@@ -11,12 +11,13 @@ import pytest
 import torch
 from conftest import settle
 from test_app import make_app, text_of
-from textual.widgets import Input, Static
+from textual.widgets import Input, Select, Static
 from tiny_lms import tiny_lm_folder
 
 from smoltui.engine.models import load_model
 from smoltui.engine.weights import downsample, find_tensor, tensor_table, top_singular_values
 from smoltui.screens.surgery import SurgeryScreen
+from smoltui.screens.surgery_history import short_metric
 from smoltui.screens.weights_view import TOP_SINGULAR
 
 SIZE = (120, 40)
@@ -83,7 +84,7 @@ async def test_the_selected_tensor_shows_its_heatmap_histogram_and_singular_valu
             lines = [heatmap.render_line(y).text for y in range(heatmap.content_size.height)]
             drawn_lines = (heatmap.matrix.shape[0] + 1) // 2
             assert all(line[: heatmap.matrix.shape[1]] == "▀" * heatmap.matrix.shape[1] for line in lines[:drawn_lines])
-            assert lines[drawn_lines].startswith("mean |w| per cell: 0 ")
+            assert lines[drawn_lines].startswith(("mean |w| per cell: 0 ", "|w|: 0 "))  # short beside the pane
             histogram = said(screen, "#weight-histogram")
             assert "█" in histogram and f"{tensor.numel():,} values" in histogram
             singular = said(screen, "#weight-singular")
@@ -192,3 +193,148 @@ async def test_b_loads_the_bundled_smollm2_and_lists_its_tensors(workspace):
         assert screen.heatmap.matrix.shape == screen.heatmap.cells_wanted
         assert "σ12" in said(screen, "#weight-singular") or "σ6" in said(screen, "#weight-singular")
         assert "█" in said(screen, "#weight-histogram")
+
+
+# -- the workbench pane: history, the operation form, the effect ---------------------------------------------
+
+CORPUS = "".join(f"Line {n}: the quick brown fox jumps over the lazy dog, {n % 7} times.\n" for n in range(300))
+
+
+@pytest.fixture
+def imported(workspace, tmp_path):
+    """A workbench with a tiny Llama imported as step 1 and a tiny dataset, as `smoltui import` leaves it."""
+    from smoltui.engine.operations import run_operation
+    from smoltui.engine.workbench import Workbench
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    folder = tiny_lm_folder("llama", tmp_path / "llama")
+    with Workbench.open(workspace) as bench:
+        bench.set("dataset", str(corpus))
+        bench.set("eval_tokens", "100")
+        bench.set("sample_tokens", "4")
+        bench.set("prompt", "The quick")
+        step = run_operation(bench, "import", {"source": str(folder)})
+    return step
+
+
+def history_rows(screen) -> list[list[str]]:
+    table = screen.query_one("#surgery-steps")
+    return [[str(getattr(cell, "plain", cell)) for cell in table.get_row_at(row)] for row in range(table.row_count)]
+
+
+async def wait_operation(pilot) -> None:
+    while pilot.app.screen.operation_job is not None:
+        await pilot.pause(0.05)
+    await settled(pilot)
+
+
+async def test_the_pane_lists_the_history_and_the_state(workspace, imported):
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        rows = history_rows(screen)
+        assert len(rows) == 1 and rows[0][:3] == ["*", "1", f"import source={imported.params['source']}"]
+        assert rows[0][3] == short_metric("perplexity", imported.effect["after"]["perplexity"])
+        state = said(screen, "#surgery-state")
+        assert "current: step 1 · import" in state and "corpus.txt" in state
+
+
+async def test_an_edit_from_the_form_makes_a_step_shows_its_effect_and_loads_its_model(workspace, imported):
+    from smoltui.engine.workbench import Workbench
+
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-field-pattern", Input).value = "mlp"
+        screen.query_one("#surgery-field-scale", Input).value = "0.5"
+        screen.query_one("#surgery-field-scale", Input).focus()
+        await pilot.press("ctrl+r")
+        await wait_operation(pilot)
+        with Workbench.open(workspace) as bench:
+            steps = bench.history()
+        assert [step.operation for step in steps] == ["import", "edit"] and bench is not None
+        made = steps[-1]
+        assert made.params["scale"] == 0.5
+        rows = history_rows(screen)
+        assert rows[-1][:3] == ["*", "2", "edit pattern=mlp scale=0.5"] and rows[0][0] == ""
+        assert "step 2 made; loading its model…" in said(screen, "#surgery-progress")
+        effect = said(screen, "#surgery-effect")
+        ppl = short_metric("perplexity", made.effect["after"]["perplexity"])
+        assert "Effect of step 2" in effect and "step 2 · edit" in effect and ppl in effect
+        assert "before" in effect and "tokens/s" in effect
+        assert made.effect["after"]["sample"].split()[0] in effect  # the samples side by side
+        loaded = app.session_model
+        assert loaded is not None and loaded.source == str(made.folder)
+        original = load_model(str(imported.folder), device="cpu").model.state_dict()
+        for name, tensor in loaded.model.state_dict().items():
+            expected = original[name] * 0.5 if "mlp" in name else original[name]
+            torch.testing.assert_close(tensor, expected)
+
+
+async def test_enter_on_step_one_checks_it_out_and_u_undoes(workspace, imported):
+    from smoltui.engine.operations import run_operation
+    from smoltui.engine.workbench import Workbench
+
+    with Workbench.open(workspace) as bench:
+        run_operation(bench, "edit", {"pattern": "mlp", "zero": True}, evaluate=False)
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        assert history_rows(screen)[1][0] == "*"
+        screen.query_one("#surgery-steps").focus()
+        await pilot.press("up", "enter")
+        await settled(pilot)
+        assert history_rows(screen)[0][0] == "*" and "current: step 1" in said(screen, "#surgery-state")
+        assert "Effect of step 1" in said(screen, "#surgery-effect")
+        original = load_model(str(imported.folder), device="cpu").model.state_dict()
+        loaded = app.session_model.model.state_dict()
+        assert all(torch.equal(loaded[name], tensor) for name, tensor in original.items())
+        await pilot.press("u")  # step 1 started from nothing: one sentence, nothing changes
+        await settled(pilot)
+        assert "nothing to undo" in said(screen, "#surgery-progress")
+        assert history_rows(screen)[0][0] == "*"
+        await pilot.press("down", "enter")  # step 2 again, then u: its parent, step 1
+        await settled(pilot)
+        assert history_rows(screen)[1][0] == "*"
+        assert not app.session_model.model.state_dict()["model.layers.0.mlp.up_proj.weight"].any()  # zeroed
+        await pilot.press("u")
+        await settled(pilot)
+        assert history_rows(screen)[0][0] == "*" and app.session_model.source == str(imported.folder)
+
+
+async def test_a_bad_field_is_marked_with_its_sentence_and_nothing_runs(workspace, imported):
+    from smoltui.engine.workbench import Workbench
+
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-field-pattern", Input).value = "mlp"
+        scale = screen.query_one("#surgery-field-scale", Input)
+        scale.value = "half"
+        scale.focus()
+        await pilot.press("enter")
+        await settled(pilot)
+        assert scale.has_class("-invalid")
+        assert "--scale takes a number such as 0.5, not 'half'." in said(screen, "#surgery-form-error")
+        assert screen.operation_job is None
+        with Workbench.open(workspace) as bench:
+            assert len(bench.history()) == 1
+
+
+async def test_choosing_prune_makes_its_fields_and_an_amount_past_one_is_refused(workspace, imported):
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-operation", Select).value = "prune"
+        await settled(pilot)
+        fields = [widget.id for widget in screen.query_one("#surgery-fields").children]
+        assert fields == ["surgery-field-amount", "surgery-field-kind", "surgery-field-where"]
+        amount = screen.query_one("#surgery-field-amount", Input)
+        amount.value = "1.5"
+        amount.focus()
+        await pilot.press("ctrl+r")
+        await settled(pilot)
+        assert amount.has_class("-invalid") and screen.operation_job is None
+        assert "--amount must be at most 1, not 1.5; pass a smaller value." in said(screen, "#surgery-form-error")
+        assert len(history_rows(screen)) == 1

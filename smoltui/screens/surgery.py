@@ -1,5 +1,6 @@
 """Surgery: the session's model and its weights (the weights viewer: every tensor's statistics, and the selected
-tensor's heatmap, histogram and top singular values). The viewer's jobs and drawing are in weights_view."""
+tensor's heatmap, histogram and top singular values), and the workbench beside it (its history, the operations'
+form, the last effect). The viewer's jobs and drawing are in weights_view, the workbench pane's in surgery_history."""
 
 from __future__ import annotations
 
@@ -10,26 +11,30 @@ from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
 from smoltui.engine.bundled import bundled_models
 from smoltui.messages import SessionUpdated
 from smoltui.screens.base import SmolScreen
 from smoltui.screens.sample_generation import BUNDLED
+from smoltui.screens.surgery_history import SurgeryHistory
 from smoltui.screens.weights_view import WeightsViewer
 from smoltui.widgets.weight_heatmap import WeightHeatmap
 from smoltui.widgets.weights_table import WeightsTable
 
 NARROW_WIDTH = 100
-TYPING_ACTIONS = {"leave_field"}  # what keys do while the filter has the keyboard
+MEDIUM_WIDTH = 160  # below it the weights' numbers and the workbench pane take less room
+TYPING_ACTIONS = {"leave_field", "run_operation"}  # what keys do while the filter has the keyboard
 
 
-class SurgeryScreen(WeightsViewer, SmolScreen):
+class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
     """The session's model and its weights."""
 
     MODE = "surgery"
     AUTO_FOCUS = "#weights-table"
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
+        Binding("ctrl+r", "run_operation", "Run", tooltip="Run the operation of the form on the current model"),
+        Binding("u", "undo", "Undo", tooltip="Make the current step's parent the current model again"),
         Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
         Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
         Binding("o", "cycle_sort", "Sort", tooltip="Order the tensors by the next column (a click on a header too)"),
@@ -41,6 +46,7 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
     def __init__(self) -> None:
         super().__init__()
         self._init_weights()
+        self._init_history()
         self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
@@ -56,11 +62,17 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
                     with Vertical(id="weights-numbers"):
                         yield Static(id="weight-histogram", classes="panel")
                         yield Static(id="weight-singular", classes="panel")
+            yield from self.compose_history()
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one("#weights-filter", Input).tooltip = "Only the tensors whose name matches (case-insensitive)"
         self.watch(self.app, "session_model", self._model_changed)
+        self.mount_history()
+        self.show_effect()
+
+    def on_unmount(self) -> None:
+        self.close_history()
 
     def _model_changed(self, _loaded=None) -> None:
         self.refresh_weights()
@@ -68,7 +80,8 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
 
     def on_session_updated(self, message: SessionUpdated) -> None:
         message.stop()
-        self._weights_event(message.event)
+        if not self._weights_event(message.event):
+            self.history_event(message.event)
 
     # -- the weights viewer's widgets (its handlers live here: Textual reads @on from the screen's class only) ----
 
@@ -92,10 +105,35 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
     def _weights_header_selected(self, event: DataTable.HeaderSelected) -> None:
         self._sort_by_column(str(event.column_key.value))
 
+    # -- the workbench pane's widgets ----------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#surgery-steps")
+    def _history_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.checkout_step(int(str(event.row_key.value)))
+
+    @on(Select.Changed, "#surgery-operation")
+    async def _operation_changed(self, event: Select.Changed) -> None:
+        if event.value != self.operation_name:
+            await self.choose_operation(str(event.value))
+
+    @on(Input.Submitted, "#surgery-fields Input")
+    def _field_submitted(self) -> None:
+        self.run_form()
+
+    @on(Checkbox.Changed, "#surgery-fields Checkbox")
+    def _flag_changed(self, event: Checkbox.Changed) -> None:
+        event.checkbox.remove_class("-invalid")
+
     # -- keys ------------------------------------------------------------------------------------------------
 
     def action_filter(self) -> None:
         self.query_one("#weights-filter", Input).focus()
+
+    def action_run_operation(self) -> None:
+        self.run_form()
+
+    def action_undo(self) -> None:
+        self.checkout_step(0, undo=True)
 
     def action_leave_field(self) -> None:
         self.query_one(WeightsTable).focus()
@@ -106,6 +144,8 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
             return typing
         if typing and action not in TYPING_ACTIONS:
             return False
+        if action in ("run_operation", "undo"):
+            return self.workbench is not None and self.operation_job is None
         if action == "load_bundled":
             return self._bundled_available and self.smol.session_model is None and self._load_job is None
         return True
@@ -118,3 +158,4 @@ class SurgeryScreen(WeightsViewer, SmolScreen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        self.set_class(self.size.width < MEDIUM_WIDTH, "-medium")

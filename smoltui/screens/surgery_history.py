@@ -1,0 +1,293 @@
+"""The history and operations pane of the Surgery screen: the workbench's current model and dataset, its history
+(Enter makes a step current, u undoes), a form of the selected operation built from its declared parameters, and
+the effect of the current step's operation (before, after and delta; the two samples side by side): the last one
+run, or the step made current.
+
+An operation runs as a model-session job (the UI never waits on it); after it or a checkout the step's model is
+loaded as the session's model, so the weights viewer and the Sample screen see it. The screen composes the
+widgets and routes their messages and its session events here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Checkbox, DataTable, Input, Select, Static
+
+from smoltui.cli.workbench_views import compact_params, format_delta, format_metric
+from smoltui.engine.effects import METRIC_LABELS, METRICS
+from smoltui.engine.errors import UserError
+from smoltui.engine.operations import OPERATIONS, find_operation, run_operation
+from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
+from smoltui.engine.workbench import Workbench as EngineWorkbench
+from smoltui.formatting import format_ago, format_compact
+from smoltui.widgets.worker_errors import describe_error
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from textual.widget import Widget
+
+    from smoltui.engine.parameters import Parameter
+    from smoltui.engine.session import JobContext
+    from smoltui.engine.workbench import HistoryStep
+    from smoltui.screens.base import Workbench
+
+PROGRESS_LINES = 3  # the last lines an operation said, under the form
+FIRST_OPERATION = "edit"
+
+
+def field_id(parameter: Parameter) -> str:
+    return f"surgery-field-{parameter.name}"
+
+
+def parameter_fields(operation_name: str) -> list[Widget]:
+    """One field per parameter of the operation: a Checkbox for a flag, an Input for the rest."""
+    fields: list[Widget] = []
+    for parameter in find_operation(operation_name).parameters:
+        if parameter.kind == "flag":
+            fields.append(Checkbox(parameter.label, id=field_id(parameter), compact=True, tooltip=parameter.help))
+            continue
+        hint = parameter.metavar or parameter.name
+        if parameter.choices:
+            hint += f" ({'|'.join(parameter.choices)})"
+        if parameter.default not in (None, ""):
+            hint += f", default {parameter.default}"
+        placeholder = f"{parameter.label} {hint}" if parameter.option else hint
+        fields.append(Input(placeholder=placeholder, compact=True, id=field_id(parameter), tooltip=parameter.help))
+    return fields
+
+
+def short_metric(metric: str, value: float | None, *, signed: bool = False) -> str:
+    """A metric as the CLI writes it, or compact past 100,000 (a random model's perplexity) to fit the pane."""
+    if value is None or metric in ("bytes", "params") or not math.isfinite(value) or abs(value) < 100_000:
+        return format_delta(metric, value, None) if signed else format_metric(metric, value)
+    return ("+" if signed and value >= 0 else "-" if value < 0 else "") + format_compact(abs(value))
+
+
+def effect_renderables(effect: dict[str, Any] | None) -> list[Any]:
+    """The effect as the CLI shows it (before, after, delta; the samples side by side), narrowed for a pane."""
+    if not effect:
+        return [Text("no effect was measured", style="dim")]
+    before, after, delta = effect.get("before") or {}, effect["after"], effect.get("delta") or {}
+    numbers = Table("", "before", "after", "delta", box=None, padding=(0, 1), show_edge=False)
+    for metric in METRICS:
+        numbers.add_row(
+            METRIC_LABELS[metric],
+            short_metric(metric, before.get(metric)),
+            short_metric(metric, after.get(metric)),
+            short_metric(metric, delta.get(metric), signed=True),
+        )
+    samples = Table(box=None, padding=(0, 1), expand=True, show_edge=False)
+    samples.add_column("sample before", ratio=1, overflow="fold")
+    samples.add_column("sample after", ratio=1, overflow="fold")
+    samples.add_row(escape(before.get("sample") or "-"), escape(after.get("sample") or "-"))
+    return [numbers, samples]
+
+
+def operation_work(workbench: EngineWorkbench, name: str, values: dict[str, Any]) -> Callable[[JobContext], Any]:
+    """The session job: run one operation on the workbench, its progress lines as the job's events."""
+
+    def work(context: JobContext) -> HistoryStep:
+        return run_operation(workbench, name, values, progress=context.emit)
+
+    return work
+
+
+class SurgeryHistory:
+    """The history pane's part of SurgeryScreen (see module doc): its widgets are composed by the screen."""
+
+    smol: Workbench
+    query_one: Any
+    refresh_bindings: Callable[[], None]
+
+    def _init_history(self) -> None:
+        self.workbench: EngineWorkbench | None = None
+        self.operation_name = FIRST_OPERATION
+        self.operation_job: Job | None = None
+        self.last_step: HistoryStep | None = None  # the step whose effect is shown: the last made or checked out
+        self._progress: list[str] = []
+
+    def compose_history(self) -> Iterable[Widget]:
+        with VerticalScroll(id="surgery-history", can_focus=False):
+            yield Static(id="surgery-state")
+            table: DataTable = DataTable(id="surgery-steps", cursor_type="row", zebra_stripes=True, classes="panel")
+            table.add_columns("", "step", "operation", "ppl", "Δ", "when")
+            yield table
+            with Vertical(id="surgery-form", classes="panel"):
+                options = [(name, name) for name in OPERATIONS]
+                yield Select(options, value=FIRST_OPERATION, allow_blank=False, compact=True, id="surgery-operation")
+                with Vertical(id="surgery-fields"):
+                    yield from parameter_fields(FIRST_OPERATION)
+                yield Static(id="surgery-form-error")  # the operation's help, or what is wrong with a field
+                yield Static(id="surgery-progress")
+            yield Static(id="surgery-effect", classes="panel")
+
+    def mount_history(self) -> None:
+        self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
+        self._show_help()
+        self.query_one("#surgery-steps").border_title = "History · Enter: make current · u: undo"
+        self.query_one("#surgery-effect").border_title = "Effect"
+        try:
+            self.workbench = EngineWorkbench.open(self.smol.workspace)
+        except UserError as error:
+            self._say_state(str(error))
+            return
+        self.last_step = self.workbench.current()
+        self.show_history()
+
+    def close_history(self) -> None:
+        if self.workbench is not None:
+            self.workbench.close()
+
+    # -- the state and the history ----------------------------------------------------------------------------
+
+    def _say_state(self, sentence: str) -> None:
+        self.query_one("#surgery-state", Static).update(sentence)
+
+    def show_history(self) -> None:
+        workbench = self.workbench
+        if workbench is None:
+            return
+        current, dataset = workbench.current(), workbench.get("dataset")
+        model = (
+            "no current model: run import (below)"
+            if current is None
+            else (f"current: step {current.step} · {current.operation}")
+        )
+        data = f"dataset: {Path(dataset).name or dataset}" if dataset else "no dataset: `smoltui set dataset FILE`"
+        self.query_one("#surgery-state", Static).tooltip = dataset or None
+        self._say_state(f"{model}\n{data}")
+        table = self.query_one("#surgery-steps", DataTable)
+        table.clear()
+        number = None if current is None else current.step
+        for step in workbench.history():
+            effect = step.effect or {}
+            after = (effect.get("after") or {}).get("perplexity")
+            delta = (effect.get("delta") or {}).get("perplexity")
+            operation = f"{step.operation} {compact_params(step.params)}".strip()
+            marked = step.step == number
+            table.add_row(
+                "*" if marked else "",
+                str(step.step),
+                Text(operation, style="bold" if marked else ""),
+                short_metric("perplexity", after),
+                short_metric("perplexity", delta, signed=True),
+                format_ago(step.time),
+                key=str(step.step),
+            )
+        if number is not None:
+            table.move_cursor(row=table.get_row_index(str(number)))
+
+    def show_effect(self) -> None:
+        panel = self.query_one("#surgery-effect", Static)
+        step = self.last_step
+        if step is None:
+            panel.update(Text("Run an operation to see its effect here.", style="dim"))
+            return
+        panel.border_title = f"Effect of step {step.step}"
+        headline = Text(f"step {step.step} · {step.operation} · {step.summary}", style="bold")
+        panel.update(Group(headline, *effect_renderables(step.effect)))
+
+    # -- checkout and undo -----------------------------------------------------------------------------------
+
+    def checkout_step(self, number: int, *, undo: bool = False) -> None:
+        if self.workbench is None or self.operation_job is not None:
+            return
+        try:
+            step = self.workbench.undo() if undo else self.workbench.checkout(number)
+        except UserError as error:
+            self._say_progress(str(error))
+            return
+        self._say_progress(f"step {step.step} is current; loading its model…")
+        self.last_step = step
+        self.show_history()
+        self.show_effect()
+        self._load_step(step)
+
+    def _load_step(self, step: HistoryStep) -> None:
+        if step.folder is None:
+            return
+        self.smol.session.load(str(step.folder), tag=self, device=self.smol.device, workspace=self.smol.workspace)
+
+    # -- the form ----------------------------------------------------------------------------------------------
+
+    async def choose_operation(self, name: str) -> None:
+        self.operation_name = name
+        fields = self.query_one("#surgery-fields", Vertical)
+        await fields.remove_children()
+        await fields.mount_all(parameter_fields(name))
+        self._show_help()
+
+    def _show_help(self) -> None:
+        help_text = Text(find_operation(self.operation_name).help, style="dim")
+        self.query_one("#surgery-form-error", Static).update(help_text)
+
+    def form_values(self) -> dict[str, Any]:
+        """The form as text and booleans, one entry per parameter, as `Operation.parse` takes them."""
+        values: dict[str, Any] = {}
+        for parameter in find_operation(self.operation_name).parameters:
+            widget = self.query_one(f"#{field_id(parameter)}")
+            values[parameter.name] = widget.value
+            widget.remove_class("-invalid")
+        return values
+
+    def run_form(self) -> None:
+        """Validate the form and run its operation as a session job; a bad field is marked with its sentence."""
+        if self.workbench is None or self.operation_job is not None:
+            return
+        error_panel = self.query_one("#surgery-form-error", Static)
+        operation = find_operation(self.operation_name)
+        try:
+            values = operation.parse(self.form_values())
+        except UserError as error:
+            if error.field is not None and any(p.name == error.field for p in operation.parameters):
+                self.query_one(f"#surgery-field-{error.field}").add_class("-invalid")
+            error_panel.update(Text(str(error), style="red"))
+            return
+        self._show_help()
+        self._progress = []
+        work = operation_work(self.workbench, operation.name, values)
+        self.operation_job = self.smol.session.submit("surgery", work, operation.name, tag=self)
+        self._say_progress(f"{operation.name}: starting")
+        self.refresh_bindings()
+
+    def _say_progress(self, line: str) -> None:
+        self._progress = [*self._progress, line][-PROGRESS_LINES:]
+        self.query_one("#surgery-progress", Static).update(Text("\n".join(self._progress), style="dim"))
+
+    def history_event(self, event: Any) -> bool:
+        """Take a session event if it is the operation's; whether it did."""
+        job = getattr(event, "job", None)
+        if job is None or job is not self.operation_job:
+            return False
+        if isinstance(event, JobProgressed):
+            self._say_progress(str(event.event))
+            return True
+        if not isinstance(event, JobFinished | JobFailed | JobCancelled):
+            return True  # started
+        self.operation_job = None
+        self.refresh_bindings()
+        if isinstance(event, JobFinished):
+            step: HistoryStep = event.result
+            current = self.workbench.current_step if self.workbench is not None else None
+            if step.step == current and step.effect is not None and step.operation == self.operation_name:
+                self.last_step = step
+                self._say_progress(f"step {step.step} made; loading its model…")
+                self._load_step(step)
+            else:
+                self._say_progress("done")
+            self.show_history()
+            self.show_effect()
+        elif isinstance(event, JobFailed):
+            self._say_progress(f"nothing changed: {describe_error(event.error)}")
+        else:
+            self._say_progress("cancelled; nothing changed")
+        return True

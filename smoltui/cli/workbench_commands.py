@@ -248,6 +248,54 @@ def undo(as_json: JsonOption = False, workspace: WorkspaceOption = None) -> None
     _current_is(chosen, as_json)
 
 
+@app.command()
+@reports_user_errors
+def tweak(
+    specs: Annotated[
+        list[str],
+        typer.Argument(help="PARAM=DELTA: add DELTA to every parameter whose name matches the regex PARAM."),
+    ],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt (default: the prompt setting).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The seed both samples are drawn with.")] = 0,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Tokens per sample.", min=1)] = None,
+    as_json: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Sample the current model untouched and with the deltas added, with the same prompt and seed, side by side,
+    with the perplexity on the eval tokens before and after. Never saves and never records a step: the model on
+    disk stays as it is."""
+    from smoltui.cli.workbench_views import print_tweak, tweak_json
+    from smoltui.engine.effects import validation_ids
+    from smoltui.engine.operations import load_step
+    from smoltui.engine.tweaks import compare_tweak, parse_tweaks
+
+    deltas = parse_tweaks(specs)
+    with opened(workspace) as workbench:
+        current = workbench.require_model()
+        settings = workbench.settings()
+        _quiet_transformers()
+        with error_console.status("tweak…") as status:
+            loaded = load_step(workbench, current, progress=status.update)
+            eval_ids = None
+            if settings["dataset"] and settings["eval_tokens"] > 0:
+                status.update(f"scoring up to {settings['eval_tokens']:,} validation tokens, before and after")
+                eval_ids = validation_ids(
+                    settings["dataset"], loaded.tokenizer, settings["eval_tokens"], workbench.workspace
+                )
+            comparison = compare_tweak(
+                loaded,
+                deltas,
+                prompt=settings["prompt"] if prompt is None else prompt,
+                seed=seed,
+                max_tokens=settings["sample_tokens"] if max_tokens is None else max_tokens,
+                eval_ids=eval_ids,
+            )
+    if as_json:
+        write_json(tweak_json(comparison))
+    else:
+        print_tweak(console, comparison, settings["prompt"] if prompt is None else prompt)
+
+
 def _current_is(step, as_json: bool) -> None:
     if as_json:
         write_json(step_json(step, step.step))

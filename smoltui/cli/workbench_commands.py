@@ -1,6 +1,7 @@
 """The workbench commands, as smolbox users know them: the state (`state`, `set`, `get`, `init`, `reset`), the
 history (`history`, `checkout`, `undo`), one command per operation of engine.operations.OPERATIONS (`import`,
-`export`, `edit`, `reinit`, …, built from their declarations), `ls`, and `tool run` for your own scripts.
+`export`, `edit`, `reinit`, …, built from their declarations), `tweak` (sampling only, never saved), `ls`, and `tool run` for your own
+scripts.
 
 Every operation prints its effect (perplexity, parameters, bytes and tokens/s before and after, and the two
 samples side by side), or the step as JSON with --json. Imports torch only inside the commands.
@@ -318,7 +319,7 @@ def list_operations(workspace: WorkspaceOption = None) -> None:
     for operation in OPERATIONS.values():
         console.print(f"  [bold]{operation.name}[/] {escape(usage(operation))}", highlight=False, soft_wrap=True)
         console.print(Padding(escape(operation.help), (0, 0, 0, 6)), highlight=False)
-    console.print("  [dim]and: state, set, get, init, reset, history, checkout, undo, tool run[/]")
+    console.print("  [dim]and: state, set, get, init, reset, history, checkout, undo, tweak, tool run[/]")
     root = workspace_path(workspace)
     tools = list_tools(root)
     if not tools:

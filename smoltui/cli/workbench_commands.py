@@ -1,7 +1,7 @@
 """The workbench commands, as smolbox users know them: the state (`state`, `set`, `get`, `init`, `reset`), the
 history (`history`, `checkout`, `undo`), one command per operation of engine.operations.OPERATIONS (`import`,
-`export`, `edit`, `reinit`, …, built from their declarations), `tweak` (sampling only, never saved), `ls`, and `tool run` for your own
-scripts.
+`export`, `edit`, `reinit`, …, built from their declarations), `tweak` (sampling only, never saved), `ls`,
+and `tool run` for your own scripts.
 
 Every operation prints its effect (perplexity, parameters, bytes and tokens/s before and after, and the two
 samples side by side), or the step as JSON with --json. Imports torch only inside the commands.

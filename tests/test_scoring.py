@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from tiny_lms import bpe_tokenizer, tiny_lm
 
 from smoltui.engine.errors import UserError
-from smoltui.engine.scoring import score_ids, score_text, surprise_diff
+from smoltui.engine.scoring import perplexity_of_ids, score_ids, score_text, surprise_diff
 
 TEXT = "The quick brown fox jumps over the lazy dog. Ünïcödé 🤖!"
 
@@ -65,6 +66,30 @@ def test_a_text_longer_than_the_context_is_scored_in_windows(model, tokenizer):
     assert [token.logprob for token in score.tokens] == pytest.approx(expected, abs=1e-4)
     one_at_a_time = score_ids(model, tokenizer, ids, window=16, stride=6, batch_tokens=1)
     assert [t.logprob for t in one_at_a_time.tokens] == pytest.approx([t.logprob for t in score.tokens], abs=1e-5)
+
+
+@pytest.mark.parametrize(("window", "stride", "batch_tokens"), [(16, 6, 40), (64, 63, 128), (16, 15, 1)])
+def test_the_loss_only_perplexity_equals_the_per_token_one(model, tokenizer, window, stride, batch_tokens):
+    ids = np.asarray(tokenizer(TEXT * 6, add_special_tokens=False)["input_ids"], dtype=np.uint16)
+    assert len(ids) > 2 * window
+
+    lean = perplexity_of_ids(model, tokenizer, ids, window=window, stride=stride, batch_tokens=batch_tokens)
+    full = score_ids(model, tokenizer, ids.tolist(), window=window, stride=stride, batch_tokens=batch_tokens)
+    assert lean.scored_tokens == full.scored_tokens == len(ids)
+    assert lean.total_nll == pytest.approx(-full.total_logprob, rel=1e-4)
+    assert lean.perplexity == pytest.approx(full.perplexity, rel=1e-4)
+
+
+def test_the_loss_only_perplexity_without_a_start_token_skips_the_first_token(tmp_path):
+    from smoltui.engine.tokenizers import char_tokenizer
+
+    tokenizer = char_tokenizer()
+    model = tiny_lm("gpt2", tmp_path / "m", vocab_size=len(tokenizer))
+    ids = tokenizer(TEXT * 3)["input_ids"]
+    lean = perplexity_of_ids(model, tokenizer, ids, window=32, stride=20)
+    full = score_ids(model, tokenizer, ids, window=32, stride=20)
+    assert lean.scored_tokens == full.scored_tokens == len(ids) - 1
+    assert lean.perplexity == pytest.approx(full.perplexity, rel=1e-4)
 
 
 def test_without_a_start_token_the_first_token_is_not_scored(tmp_path):

@@ -223,3 +223,31 @@ def test_help_lists_the_workbench_commands():
         assert command in listing
     edit_help = ok("edit", "--help").stdout
     assert "--scale" in edit_help and "--noise" in edit_help and "--no-eval" in edit_help
+
+
+def test_tweak_samples_both_models_with_one_seed_and_changes_nothing(ready, model_folder):
+    ok("import", str(model_folder))
+    folder = json.loads(ok("history", "--json").stdout)[-1]["folder"]
+    weights = load_file(os.path.join(folder, "model.safetensors"))
+
+    large = json.loads(ok("tweak", "mlp=2.5", "--seed", "3", "--max-tokens", "12", "--json").stdout)
+    assert large["deltas"] == {"mlp": 2.5} and large["matches"]["mlp"]
+    assert large["sample"]["before"] != large["sample"]["after"]
+    assert large["perplexity"]["after"] != large["perplexity"]["before"] and large["scored_tokens"] > 0
+    zero = json.loads(ok("tweak", "mlp=0", "--seed", "3", "--max-tokens", "12", "--json").stdout)
+    assert zero["sample"]["before"] == zero["sample"]["after"] == large["sample"]["before"]
+    assert zero["perplexity"]["after"] == zero["perplexity"]["before"] == large["perplexity"]["before"]
+
+    shown = ok("tweak", "mlp=2.5", "--prompt", "The lazy").stdout
+    for fragment in ("+2.5 to", "perplexity", "untouched", "tweaked", "The lazy"):
+        assert fragment in shown, shown
+    after = load_file(os.path.join(folder, "model.safetensors"))
+    assert all(torch.equal(weights[name], after[name]) for name in weights) and weights.keys() == after.keys()
+    assert len(json.loads(ok("history", "--json").stdout)) == 1  # no step recorded
+
+
+def test_tweak_mistakes_are_one_line(ready, model_folder):
+    ok("import", str(model_folder))
+    one_line_error(run("tweak", "mlp"), "is not PARAM=DELTA")
+    one_line_error(run("tweak", "mlp=big"), "is not a number")
+    one_line_error(run("tweak", "no_such_layer=0.1"), "no_such_layer")

@@ -1,6 +1,7 @@
 """The workbench commands, as smolbox users know them: the state (`state`, `set`, `get`, `init`, `reset`), the
 history (`history`, `checkout`, `undo`), one command per operation of engine.operations.OPERATIONS (`import`,
-`export`, `edit`, `reinit`, …, built from their declarations), `ls`, and `tool run` for your own scripts.
+`export`, `edit`, `reinit`, …, built from their declarations), `tweak` (sampling only, never saved), `ls`,
+and `tool run` for your own scripts.
 
 Every operation prints its effect (perplexity, parameters, bytes and tokens/s before and after, and the two
 samples side by side), or the step as JSON with --json. Imports torch only inside the commands.
@@ -248,6 +249,54 @@ def undo(as_json: JsonOption = False, workspace: WorkspaceOption = None) -> None
     _current_is(chosen, as_json)
 
 
+@app.command()
+@reports_user_errors
+def tweak(
+    specs: Annotated[
+        list[str],
+        typer.Argument(help="PARAM=DELTA: add DELTA to every parameter whose name matches the regex PARAM."),
+    ],
+    prompt: Annotated[str | None, typer.Option("--prompt", help="The prompt (default: the prompt setting).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="The seed both samples are drawn with.")] = 0,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Tokens per sample.", min=1)] = None,
+    as_json: JsonOption = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Sample the current model untouched and with the deltas added, with the same prompt and seed, side by side,
+    with the perplexity on the eval tokens before and after. Never saves and never records a step: the model on
+    disk stays as it is."""
+    from smoltui.cli.workbench_views import print_tweak, tweak_json
+    from smoltui.engine.effects import validation_ids
+    from smoltui.engine.operations import load_step
+    from smoltui.engine.tweaks import compare_tweak, parse_tweaks
+
+    deltas = parse_tweaks(specs)
+    with opened(workspace) as workbench:
+        current = workbench.require_model()
+        settings = workbench.settings()
+        _quiet_transformers()
+        with error_console.status("tweak…") as status:
+            loaded = load_step(workbench, current, progress=status.update)
+            eval_ids = None
+            if settings["dataset"] and settings["eval_tokens"] > 0:
+                status.update(f"scoring up to {settings['eval_tokens']:,} validation tokens, before and after")
+                eval_ids = validation_ids(
+                    settings["dataset"], loaded.tokenizer, settings["eval_tokens"], workbench.workspace
+                )
+            comparison = compare_tweak(
+                loaded,
+                deltas,
+                prompt=settings["prompt"] if prompt is None else prompt,
+                seed=seed,
+                max_tokens=settings["sample_tokens"] if max_tokens is None else max_tokens,
+                eval_ids=eval_ids,
+            )
+    if as_json:
+        write_json(tweak_json(comparison))
+    else:
+        print_tweak(console, comparison, settings["prompt"] if prompt is None else prompt)
+
+
 def _current_is(step, as_json: bool) -> None:
     if as_json:
         write_json(step_json(step, step.step))
@@ -270,7 +319,7 @@ def list_operations(workspace: WorkspaceOption = None) -> None:
     for operation in OPERATIONS.values():
         console.print(f"  [bold]{operation.name}[/] {escape(usage(operation))}", highlight=False, soft_wrap=True)
         console.print(Padding(escape(operation.help), (0, 0, 0, 6)), highlight=False)
-    console.print("  [dim]and: state, set, get, init, reset, history, checkout, undo, tool run[/]")
+    console.print("  [dim]and: state, set, get, init, reset, history, checkout, undo, tweak, tool run[/]")
     root = workspace_path(workspace)
     tools = list_tools(root)
     if not tools:

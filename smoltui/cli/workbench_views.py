@@ -97,6 +97,40 @@ def print_step(console, step: HistoryStep) -> None:
         console.print(renderable)
 
 
+def tweak_json(comparison) -> dict[str, Any]:
+    """A TweakComparison as plain JSON values."""
+    return {
+        **comparison.tweak.details,
+        "perplexity": {"before": comparison.perplexity_before, "after": comparison.perplexity_after},
+        "scored_tokens": comparison.scored_tokens,
+        "sample": {"before": comparison.sample_before, "after": comparison.sample_after},
+    }
+
+
+def print_tweak(console, comparison, prompt: str) -> None:
+    """The tweak's summary, the perplexity before, after and its delta, and the two samples side by side."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    console.print(escape(comparison.tweak.summary), highlight=False, soft_wrap=True)
+    before, after = comparison.perplexity_before, comparison.perplexity_after
+    if before is not None and after is not None:
+        numbers = Table("", "before", "after", "delta", box=None, padding=(0, 2))
+        delta = after - before if math.isfinite(before) and math.isfinite(after) else float("inf")
+        numbers.add_row(
+            f"perplexity ({comparison.scored_tokens:,} tokens)",
+            format_metric("perplexity", before),
+            format_metric("perplexity", after),
+            format_delta("perplexity", delta, before),
+        )
+        console.print(numbers)
+    samples = Table(box=None, padding=(0, 2), expand=True, title=f"sample of {prompt!r}", title_justify="left")
+    samples.add_column("untouched", ratio=1, overflow="fold")
+    samples.add_column("tweaked", ratio=1, overflow="fold")
+    samples.add_row(escape(comparison.sample_before), escape(comparison.sample_after))
+    console.print(samples)
+
+
 def compact_params(params: dict[str, Any]) -> str:
     """Parameters as one short line: flags by name, the rest as name=value, a tool's script and arguments."""
     if "script" in params:

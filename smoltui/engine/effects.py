@@ -146,12 +146,12 @@ def validation_ids(
 
 def _perplexity(loaded: LoadedModel, ids: np.ndarray) -> tuple[float, int]:
     from smoltui.engine.decoder import context_length
-    from smoltui.engine.scoring import DEFAULT_WINDOW, score_ids
+    from smoltui.engine.scoring import DEFAULT_WINDOW, perplexity_of_ids
 
     window = min(context_length(loaded.model) or DEFAULT_WINDOW, DEFAULT_WINDOW)
     # Windows that overlap by one token score each token once at about the cost of reading it once; the
     # perplexity is that of the text read in pieces of `window`, the same before and after an operation.
-    score = score_ids(loaded.model, loaded.tokenizer, ids.tolist(), window=window, stride=window - 1)
+    score = perplexity_of_ids(loaded.model, loaded.tokenizer, ids, window=window, stride=window - 1)
     perplexity = score.perplexity
     return (perplexity if math.isfinite(perplexity) else float("inf")), score.scored_tokens
 

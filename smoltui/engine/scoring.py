@@ -3,7 +3,8 @@
 
 A text longer than the model's context is read in overlapping windows (each token is scored once, with up to
 `window - stride` tokens of context carried over from the window before), and windows of equal length go
-through the model in batches bounded by `batch_tokens`.
+through the model in batches bounded by `batch_tokens`. `perplexity_of_ids` reads the same windows but keeps
+only the summed cross-entropy: no ranks, no per-token records, no detokenising, for evaluations on many tokens.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from smoltui.engine.errors import UserError
 from smoltui.engine.token_text import IncrementalDetokenizer
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
@@ -78,12 +80,7 @@ def score_ids(
     """`score_text` for token ids already made."""
     import torch
 
-    window = _window(model, window)
-    stride = stride or max(1, window // 2)
-    if not 0 < stride < window:
-        raise UserError(
-            f"the stride must be at least 1 and less than the window ({window}); change it.", field="stride"
-        )
+    window, stride = _window_and_stride(model, window, stride)
     bos = tokenizer.bos_token_id
     sequence = ([bos] if bos is not None else []) + [int(token) for token in ids]
     offset = len(sequence) - len(ids)  # 1 when a start token leads
@@ -112,6 +109,51 @@ def score_ids(
     return TextScore(tokens=tokens, total_logprob=float(sum(scored)), scored_tokens=len(scored))
 
 
+@dataclass(frozen=True)
+class PerplexityScore:
+    """The loss of a token sequence, without per-token records."""
+
+    total_nll: float  # natural log, summed over the scored tokens
+    scored_tokens: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.total_nll / self.scored_tokens) if self.scored_tokens else float("nan")
+
+
+def perplexity_of_ids(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    ids: Sequence[int] | np.ndarray,
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+) -> PerplexityScore:
+    """The perplexity `score_ids` gives for the same ids, windows and start token, from the loss alone."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    window, stride = _window_and_stride(model, window, stride)
+    bos = tokenizer.bos_token_id
+    device = next(model.parameters()).device
+    ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (N,)
+    sequence = torch.cat([torch.tensor([bos]), ids]) if bos is not None else ids  # (L,)
+    sequence = sequence.to(device)
+    total_nll, scored = 0.0, 0
+    with torch.inference_mode():
+        for batch in _batches(_windows(len(sequence), window, stride), max(1, batch_tokens)):
+            inputs = torch.stack([sequence[begin:end] for begin, end, _ in batch])  # (B, T)
+            logits = model(input_ids=inputs).logits  # (B, T, vocab)
+            for row, (begin, end, first) in enumerate(batch):
+                predicted = logits[row, first - begin - 1 : end - begin - 1].float()  # (scored, vocab)
+                targets = inputs[row, first - begin :]  # (scored,)
+                total_nll += F.cross_entropy(predicted, targets, reduction="sum").item()
+                scored += end - first
+    return PerplexityScore(total_nll, scored)
+
+
 def surprise_diff(first: TextScore, second: TextScore) -> list[float | None]:
     """Per token, how much more surprised `second` is than `first` (nats: first's logprob minus second's).
 
@@ -123,6 +165,16 @@ def surprise_diff(first: TextScore, second: TextScore) -> list[float | None]:
         None if a.logprob is None or b.logprob is None else a.logprob - b.logprob
         for a, b in zip(first.tokens, second.tokens, strict=True)
     ]
+
+
+def _window_and_stride(model: nn.Module, window: int | None, stride: int | None) -> tuple[int, int]:
+    window = _window(model, window)
+    stride = stride or max(1, window // 2)
+    if not 0 < stride < window:
+        raise UserError(
+            f"the stride must be at least 1 and less than the window ({window}); change it.", field="stride"
+        )
+    return window, stride
 
 
 def _window(model: nn.Module, window: int | None) -> int:

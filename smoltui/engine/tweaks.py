@@ -6,6 +6,8 @@ regex, searched in dotted names) matches; a tied weight matched by either of its
 (bit for bit: the originals are copied, not the deltas subtracted), also when the block raises.
 `tweaked_copy(loaded, deltas)` gives a second model for an A/B comparison with the same seed: it shares every
 untouched tensor with the original, so it costs only the tweaked tensors' memory, and the original stays as is.
+`compare_tweak` samples a prompt with one seed from the untouched model and under `tweaked`, with the perplexity of
+each on given token ids: what `smoltui tweak` prints.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from smoltui.engine.errors import UserError
 from smoltui.engine.weight_selection import matching_parameters
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from torch import nn
 
@@ -112,6 +115,54 @@ def tweaked_copy(loaded: LoadedModel, deltas: dict[str, float]) -> LoadedModel:
         for parameter, delta in targets:
             memo[id(parameter)] = torch.nn.Parameter(parameter.detach() + delta, requires_grad=parameter.requires_grad)
     return replace(loaded, model=copy.deepcopy(model, memo))
+
+
+@dataclass(frozen=True)
+class TweakComparison:
+    """The untouched model against the tweaked one: the same prompt and seed, the same evaluation tokens."""
+
+    tweak: Tweak
+    sample_before: str
+    sample_after: str
+    perplexity_before: float | None  # None when no evaluation tokens were given
+    perplexity_after: float | None
+    scored_tokens: int
+
+
+def compare_tweak(
+    loaded: LoadedModel,
+    deltas: dict[str, float],
+    *,
+    prompt: str,
+    seed: int,
+    max_tokens: int,
+    eval_ids: np.ndarray | None = None,
+) -> TweakComparison:
+    """Sample `prompt` with `seed` (temperature 1, no other sampler) and score `eval_ids` before and under the
+    tweak; the model's weights are exactly as they were afterwards."""
+    from smoltui.engine.decoder import DecodeFinished, context_length, decode
+    from smoltui.engine.sampler_settings import SamplerSettings
+    from smoltui.engine.scoring import DEFAULT_WINDOW, perplexity_of_ids
+
+    prompt_ids = list(loaded.tokenizer(prompt)["input_ids"])
+    window = min(context_length(loaded.model) or DEFAULT_WINDOW, DEFAULT_WINDOW)
+
+    def sample_and_score() -> tuple[str, float | None, int]:
+        sampling = SamplerSettings()
+        events = decode(
+            loaded.model, loaded.tokenizer, prompt_ids, max_new_tokens=max_tokens, sampling=sampling, seed=seed, top_n=0
+        )
+        text = [event for event in events if isinstance(event, DecodeFinished)][-1].text
+        if eval_ids is None:
+            return text, None, 0
+        score = perplexity_of_ids(loaded.model, loaded.tokenizer, eval_ids, window=window, stride=window - 1)
+        return text, score.perplexity, score.scored_tokens
+
+    checked = tweak(loaded, deltas)
+    sample_before, perplexity_before, scored = sample_and_score()
+    with tweaked(loaded.model, deltas):
+        sample_after, perplexity_after, _ = sample_and_score()
+    return TweakComparison(checked, sample_before, sample_after, perplexity_before, perplexity_after, scored)
 
 
 def _checked(model: nn.Module, deltas: dict[str, float]) -> tuple[Tweak, list[tuple[torch.nn.Parameter, float]]]:

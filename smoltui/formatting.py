@@ -3,7 +3,9 @@ the same thing the same way (neither torch nor textual here)."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 from smoltui.engine.run_contract import STATUS_LOOKS
 
@@ -132,3 +134,13 @@ def fit_text(text: str, width: int) -> str:
     if width <= 0:
         return ""
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def display_path(path: Path) -> str:
+    """`path` as a person would type it: relative to the current folder when inside it, else with ~."""
+    try:
+        relative = path.relative_to(Path.cwd())
+        return f"./{relative}" if str(relative) != "." else "."
+    except ValueError:
+        home = Path.home()
+        return f"~{os.sep}{path.relative_to(home)}" if path.is_relative_to(home) else str(path)

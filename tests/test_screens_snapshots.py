@@ -8,6 +8,8 @@ cursor blink. The Train screen is the real one: the help panel lists its keys.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from conftest import FIXED_NOW, settle
 from textual.widgets import Input
@@ -348,10 +350,12 @@ def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
     its 32×128 heatmap of mean |w| per cell in half blocks (blue to yellow), the legend on the line under it
     ("|w|: 0 … √", short beside the workbench pane) and "|w| (a) · rows×cols block means" below; its
     histogram, a bell with zero's column in orange, the range -0.07636 … 0 … 0.06257 under it and the mean and std
-    below; its top singular values as bars (σ1 0.3308 …); on the right the workbench pane of an empty workspace: "no
-    current model: run import (below)" and how to set a dataset, an empty History, the Operation form with edit
-    selected, its fields (pattern, --zero, --random, --scale X, --noise STD) and help, and an Effect panel: "Run an
-    operation to see its effect here."; the footer's Run, Undo, Filter, Sort, Reverse, |w|/signed (fewer at 80x24)."""
+    below; its top singular values as bars (σ1 0.3308 …); at 120x40 the workbench pane of an empty workspace on the
+    right: "no current model: run import below, or m to import the loaded one", an empty dataset field, an empty
+    History, an Effect panel ("Run an operation to see its effect here.") and the Operation form with edit selected,
+    its fields (pattern, --zero, --random, --scale X, --noise STD) and help (at 80x24 the weights alone, w shows the
+    workbench); the footer's Run, Undo, Import loaded, Filter, Sort, Reverse, |w|/signed (at 80x24 Run, Switch
+    pane, Undo, Import loaded)."""
 
     async def open_weights(pilot):
         from smoltui.engine.models import load_model
@@ -363,3 +367,81 @@ def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
         await weights_settled(pilot)
 
     assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_weights)
+
+
+@pytest.fixture
+def two_steps(workspace, tmp_path):
+    """A workbench with the tiny preset imported (step 1) and pruned by 30% (step 2, current), its dataset
+    ./corpus.txt: the steps written straight into the history with fixed effects and times, as the runs are."""
+    from smoltui.engine.effects import Effect, EvalSettings, Measurement
+    from smoltui.engine.models import load_model
+    from smoltui.engine.operations import save_model
+    from smoltui.engine.workbench import Workbench
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("To be, or not to be, that is the question.\n" * 50)
+    with Workbench.open(workspace) as bench:
+        bench.set("dataset", str(corpus))
+        basis = EvalSettings.from_settings(bench.settings(), str(corpus)).to_json()
+        imported = Measurement(
+            params=72_896,
+            bytes=291_584,
+            perplexity=271.4,
+            scored_tokens=2048,
+            tokens_per_s=812.0,
+            sample=" the the the",
+            basis=basis,
+        )
+        pruned = Measurement(
+            params=72_896,
+            bytes=291_584,
+            perplexity=288.9,
+            scored_tokens=2048,
+            tokens_per_s=805.0,
+            sample=" the quick the",
+            basis=basis,
+        )
+        steps = [
+            ("import", {"source": "tiny"}, None, "imported tiny (preset (fresh weights))", Effect(None, imported)),
+            (
+                "prune",
+                {"amount": 0.3, "kind": "unstructured", "where": None},
+                1,
+                "pruned 30% of each of 8 weight matrices by magnitude",
+                Effect(imported, pruned),
+            ),
+        ]
+        for operation, params, parent, summary, effect in steps:
+            folder = bench.partial_folder()
+            save_model(load_model("tiny", device="cpu"), folder)
+            bench.commit_step(
+                operation=operation,
+                params=params,
+                parent=parent,
+                folder=folder,
+                summary=summary,
+                effect=effect.to_json(),
+            )
+    with sqlite3.connect(workspace / "workbench" / "history.db") as history:
+        history.execute("UPDATE steps SET time = ? - 3600 * (3 - step)", (FIXED_NOW,))  # 2h ago, 1h ago
+
+
+@SIZES
+def test_surgery_workbench_with_two_steps(snap_compare, workspace, two_steps, size):
+    """Surgery with two steps in the history: the state "current: step 2 · prune", the dataset field
+    "./corpus.txt"; the History table, step 1 "import source=tiny" (ppl 271.40, 2h ago) and step 2, marked * and
+    bold, "prune amount=0.3 kind=unstructured" (ppl 288.90, Δ +17.50, 1h ago); the edit form; the Effect of step 2:
+    perplexity 271.40 → 288.90 (+17.50), parameters and bytes unchanged, tokens/s 812 → 805, the samples " the the
+    the" and " the quick the" side by side. At 120x40 beside the weights of the tiny model; at 80x24 alone (w)."""
+
+    async def open_workbench(pilot):
+        from smoltui.engine.models import load_model
+
+        pilot.app.session.use(load_model("tiny", device="cpu"))
+        await pilot.press("8")
+        await weights_settled(pilot)
+        if pilot.app.size.width < 100:
+            await pilot.press("w")
+            await weights_settled(pilot)
+
+    assert snap_compare(make_app(workspace), terminal_size=size, run_before=open_workbench)

@@ -101,6 +101,28 @@ def test_cancel_stops_a_generation_between_tokens(session, tiny):
     assert len(tokens) < 10_000
 
 
+def test_work_that_stops_by_raising_once_cancelled_ends_cancelled_and_the_next_job_runs(session):
+    steps: list[int] = []
+    started = threading.Event()
+
+    def work(context):
+        for step in range(1000):
+            context.stop_if_cancelled()
+            steps.append(step)
+            started.set()
+            time.sleep(0.01)
+        return "all done"
+
+    job = session.submit("surgery", work)
+    assert started.wait(10)
+    job.cancel()
+    assert job.finished.wait(10)
+    assert session.recorder.of(JobCancelled)[-1].job is job
+    assert not session.recorder.of(JobFailed)
+    assert job.error is None and job.result is None and len(steps) < 1000
+    assert session.submit("surgery", lambda context: "next").wait(10) == "next"
+
+
 def test_giving_way_holds_the_running_job_at_its_next_token_then_lets_it_go_on(session):
     session.use(load_model("tiny", device="cpu", overrides={"n_positions": 8192}))
     job = session.generate(prompt="a", max_new_tokens=8000, seed=1)

@@ -236,8 +236,94 @@ async def test_the_pane_lists_the_history_and_the_state(workspace, imported):
         rows = history_rows(screen)
         assert len(rows) == 1 and rows[0][:3] == ["*", "1", f"import source={imported.params['source']}"]
         assert rows[0][3] == short_metric("perplexity", imported.effect["after"]["perplexity"])
-        state = said(screen, "#surgery-state")
-        assert "current: step 1 · import" in state and "corpus.txt" in state
+        assert "current: step 1 · import" in said(screen, "#surgery-state")
+        assert screen.query_one("#surgery-dataset", Input).value.endswith("corpus.txt")
+
+
+async def test_the_dataset_field_sets_the_dataset_and_a_missing_file_is_refused(workspace, imported, tmp_path):
+    from smoltui.engine.workbench import Workbench
+
+    other = tmp_path / "other.txt"
+    other.write_text(CORPUS)
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        field = screen.query_one("#surgery-dataset", Input)
+        before = field.value
+        field.value = str(tmp_path / "missing.txt")
+        field.focus()
+        await pilot.press("enter")
+        await settled(pilot)
+        assert field.has_class("-invalid") and "no such file or folder" in said(screen, "#surgery-progress")
+        with Workbench.open(workspace) as bench:
+            assert bench.get("dataset") == before
+        field.value = str(other)
+        await pilot.press("enter")
+        await settled(pilot)
+        assert not field.has_class("-invalid")
+        assert f"dataset:{other}" in said(screen, "#surgery-progress").replace(" ", "")  # wrapped in the pane
+        assert field.value == str(other)  # outside the current folder: the path in full
+        with Workbench.open(workspace) as bench:
+            assert bench.get("dataset") == str(other)
+
+
+async def test_escape_stops_a_running_operation_and_nothing_changes(workspace, imported):
+    from smoltui.engine.workbench import Workbench
+
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-field-pattern", Input).value = "mlp"
+        screen.query_one("#surgery-field-zero").value = True
+        screen.query_one("#surgery-steps").focus()
+        app.session.give_way(3.0)  # holds the job at its first line: the stop surely comes while it runs
+        await pilot.press("ctrl+r")
+        assert screen.operation_job is not None
+        await pilot.press("escape")
+        await wait_operation(pilot)
+        assert "cancelled; nothing changed" in said(screen, "#surgery-progress")
+        with Workbench.open(workspace) as bench:
+            assert [step.step for step in bench.history()] == [1] and bench.current_step == 1
+            assert sorted(path.name for path in (workspace / "workbench" / "models").iterdir()) == ["step_0001"]
+        assert len(history_rows(screen)) == 1
+
+
+async def test_m_imports_the_loaded_model_as_it_is_in_memory(workspace, imported):
+    from smoltui.engine.workbench import Workbench
+
+    preset = load_model("tiny", device="cpu", seed=7)
+    weights = {name: tensor.clone() for name, tensor in preset.model.state_dict().items()}
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot, preset)
+        await pilot.press("m")
+        await wait_operation(pilot)
+        with Workbench.open(workspace) as bench:
+            step = bench.current()
+        assert (step.step, step.operation, step.params) == (2, "import", {"source": "tiny"})
+        assert history_rows(screen)[-1][:3] == ["*", "2", "import source=tiny"]
+        assert app.session_model.source == str(step.folder)  # the step's model, loaded back
+        loaded = app.session_model.model.state_dict()
+        assert all(torch.equal(loaded[name], tensor) for name, tensor in weights.items())
+        await pilot.press("m")  # the loaded model is now step 2 itself: a sentence, no new step
+        await wait_operation(pilot)
+        assert "already the current model" in said(screen, "#surgery-progress")
+        assert len(history_rows(screen)) == 2
+
+
+async def test_a_narrow_screen_shows_one_pane_and_w_switches(workspace, imported):
+    app = make_app(workspace)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_surgery(pilot)
+        viewer, pane = screen.query_one("#weights-viewer"), screen.query_one("#surgery-history")
+        assert viewer.display and not pane.display
+        await pilot.press("w")
+        await settled(pilot)
+        assert pane.display and not viewer.display and pane.size.width >= 70
+        assert screen.focused is screen.query_one("#surgery-steps")
+        await pilot.press("w")
+        await settled(pilot)
+        assert viewer.display and not pane.display and screen.focused is screen.weights_table
 
 
 async def test_an_edit_from_the_form_makes_a_step_shows_its_effect_and_loads_its_model(workspace, imported):

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from tiny_lms import bpe_tokenizer, tiny_lm, tiny_lm_folder
 
 from smoltui.engine.errors import UserError
-from smoltui.engine.operations import OPERATIONS, load_step, run_operation
+from smoltui.engine.models import load_model
+from smoltui.engine.operations import OPERATIONS, import_loaded, load_step, run_operation
 from smoltui.engine.workbench import Workbench
 
 FAMILIES = ("llama", "gpt2")
@@ -78,6 +79,26 @@ def test_import_edit_then_checkout_restores_the_exact_weights(bench, model_folde
     assert all(torch.equal(restored[name], original[name]) for name in original)
     source = weights(model_folders[family])  # and those are the weights of the folder it was imported from
     assert all(torch.equal(restored[name], tensor) for name, tensor in source.items())
+
+
+def test_the_loaded_model_imports_with_its_exact_weights_and_its_own_step_is_refused(bench, model_folders):
+    run_operation(bench, "import", {"source": str(model_folders["llama"])})
+    loaded = load_model("tiny", device="cpu", seed=123)  # a preset: fresh weights no `import tiny` would redraw
+    originals = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
+
+    step = import_loaded(bench, loaded)
+
+    assert (step.operation, step.params, step.parent) == ("import", {"source": "tiny"}, 1)
+    assert bench.current_step == step.step and "the loaded tiny" in step.summary
+    assert step.effect["before"] is not None and step.effect["after"]["perplexity"] > 0
+    saved = current_weights(bench)
+    assert all(torch.equal(saved[name], tensor) for name, tensor in originals.items())
+    assert all(torch.equal(loaded.model.state_dict()[name], tensor) for name, tensor in originals.items())
+
+    own = load_step(bench, bench.current())  # what the Surgery screen loads after a run
+    with pytest.raises(UserError, match="already the current model"):
+        import_loaded(bench, own)
+    assert [entry.step for entry in bench.history()] == [1, 2]
 
 
 def test_undo_makes_the_parent_current_and_an_import_has_nothing_to_undo(bench, model_folders):

@@ -111,7 +111,7 @@ def measure(
     if settings.eval_tokens > 0:
         say(f"scoring up to {settings.eval_tokens:,} validation tokens of {settings.dataset}")
         ids = validation_ids(settings.dataset, loaded.tokenizer, settings.eval_tokens, workspace)
-        perplexity, scored = _perplexity(loaded, ids)
+        perplexity, scored = _perplexity(loaded, ids, say)
     say(f"decoding {settings.sample_tokens} tokens")
     sample, tokens_per_s = _greedy_sample(loaded, settings.prompt, settings.sample_tokens)
     return Measurement(
@@ -144,14 +144,21 @@ def validation_ids(
     return ids
 
 
-def _perplexity(loaded: LoadedModel, ids: np.ndarray) -> tuple[float, int]:
+def _perplexity(loaded: LoadedModel, ids: np.ndarray, say: Callable[[str], None]) -> tuple[float, int]:
     from smoltui.engine.decoder import context_length
     from smoltui.engine.scoring import DEFAULT_WINDOW, perplexity_of_ids
 
     window = min(context_length(loaded.model) or DEFAULT_WINDOW, DEFAULT_WINDOW)
     # Windows that overlap by one token score each token once at about the cost of reading it once; the
     # perplexity is that of the text read in pieces of `window`, the same before and after an operation.
-    score = perplexity_of_ids(loaded.model, loaded.tokenizer, ids, window=window, stride=window - 1)
+    score = perplexity_of_ids(
+        loaded.model,
+        loaded.tokenizer,
+        ids,
+        window=window,
+        stride=window - 1,
+        on_batch=lambda scored, total: say(f"scored {scored:,} of {total:,} validation tokens"),
+    )
     perplexity = score.perplexity
     return (perplexity if math.isfinite(perplexity) else float("inf")), score.scored_tokens
 

@@ -108,6 +108,44 @@ def run_operation(
     }
     say(f"{name}: applying")
     result = operation.apply(loaded, **values, **{key: context[key] for key in operation.context})
+    return _record(workbench, name, values, current, before, result, basis, say)
+
+
+def import_loaded(
+    workbench: Workbench, loaded: LoadedModel, *, progress: Progress | None = None, evaluate: bool = True
+) -> HistoryStep:
+    """Make a model already in memory (the session's) the current model, recorded as an import of its source.
+
+    Unlike `import SOURCE` it keeps the exact weights (a preset's fresh weights, a model edited since it was
+    loaded); `loaded` is only read. UserError when it is the current step's own model.
+    """
+    say = progress or (lambda _message: None)
+    current = workbench.current()
+    if current is not None and loaded.folder is not None and _same_folder(loaded.folder, current.folder):
+        raise UserError(f"the loaded model is step {current.step}'s, already the current model; nothing to import.")
+    basis = EvalSettings.from_settings(workbench.settings(), workbench.require_dataset()) if evaluate else None
+    before = measure_before(workbench, current, None, basis, say)
+    summary = loaded.summary
+    result = OperationResult(
+        loaded,
+        f"imported the loaded {loaded.source} ({loaded.kind_label}): {summary.architecture}, "
+        f"{summary.total_params:,} parameters",
+        {"kind": loaded.kind, "architecture": summary.architecture, "layers": summary.layers, "vocab": summary.vocab},
+    )
+    return _record(workbench, "import", {"source": loaded.source}, current, before, result, basis, say)
+
+
+def _record(
+    workbench: Workbench,
+    name: str,
+    values: Mapping[str, Any],
+    current: HistoryStep | None,
+    before: Measurement | None,
+    result: OperationResult,
+    basis: EvalSettings | None,
+    say: Progress,
+) -> HistoryStep:
+    """Measure the operation's model, save it atomically and record it as the next step, made current."""
     after = measure(result.loaded, basis, workspace=workbench.workspace, progress=say)
     folder = workbench.partial_folder()
     try:
@@ -115,7 +153,7 @@ def run_operation(
         save_model(result.loaded, folder)
         return workbench.commit_step(
             operation=name,
-            params=values,
+            params=dict(values),
             parent=None if current is None else current.step,
             folder=folder,
             summary=result.summary,
@@ -124,6 +162,13 @@ def run_operation(
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # gone already when the step was committed
+
+
+def _same_folder(first: Path, second: Path | None) -> bool:
+    try:
+        return second is not None and first.resolve() == second.resolve()
+    except OSError:
+        return False
 
 
 def load_step(workbench: Workbench, step: HistoryStep, progress: Progress | None = None) -> LoadedModel:

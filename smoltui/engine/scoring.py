@@ -10,7 +10,7 @@ only the summed cross-entropy: no ranks, no per-token records, no detokenising, 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -129,8 +129,11 @@ def perplexity_of_ids(
     window: int | None = None,
     stride: int | None = None,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    on_batch: Callable[[int, int], None] | None = None,
 ) -> PerplexityScore:
-    """The perplexity `score_ids` gives for the same ids, windows and start token, from the loss alone."""
+    """The perplexity `score_ids` gives for the same ids, windows and start token, from the loss alone.
+
+    `on_batch(scored, total)` is called after each batch of windows (to show progress, or to stop by raising)."""
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -141,9 +144,11 @@ def perplexity_of_ids(
     ids = torch.from_numpy(np.asarray(ids, dtype=np.int64))  # (N,)
     sequence = torch.cat([torch.tensor([bos]), ids]) if bos is not None else ids  # (L,)
     sequence = sequence.to(device)
+    spans = _windows(len(sequence), window, stride)
+    to_score = sum(end - first for _, end, first in spans)
     total_nll, scored = 0.0, 0
     with torch.inference_mode():
-        for batch in _batches(_windows(len(sequence), window, stride), max(1, batch_tokens)):
+        for batch in _batches(spans, max(1, batch_tokens)):
             inputs = torch.stack([sequence[begin:end] for begin, end, _ in batch])  # (B, T)
             logits = model(input_ids=inputs).logits  # (B, T, vocab)
             for row, (begin, end, first) in enumerate(batch):
@@ -151,6 +156,8 @@ def perplexity_of_ids(
                 targets = inputs[row, first - begin :]  # (scored,)
                 total_nll += F.cross_entropy(predicted, targets, reduction="sum").item()
                 scored += end - first
+            if on_batch is not None:
+                on_batch(scored, to_score)
     return PerplexityScore(total_nll, scored)
 
 

@@ -6,6 +6,8 @@ one model, and on 2 cores two jobs only slow each other. Screens submit jobs and
 `listener` callback, called on the worker thread with plain event objects (the app forwards them as Textual
 messages with `post_message`, which never blocks the worker). A job's own events (a token, a progress line)
 come as `JobProgressed`; every job ends with exactly one of `JobFinished`, `JobFailed` or `JobCancelled`.
+A job that cannot return early (an operation in several phases) calls `context.stop_if_cancelled()` between its
+steps: what it raises once the job is cancelled ends the job as cancelled, not failed.
 
 Loading a model cancels what runs or waits on the old one: a job is bound to the model it was submitted for.
 """
@@ -96,6 +98,10 @@ class ModelChanged:
 SessionEvent = JobStarted | JobProgressed | JobFinished | JobFailed | JobCancelled | ModelChanged
 
 
+class JobStopped(Exception):
+    """Raised by `JobContext.stop_if_cancelled` inside a cancelled job's work; the job ends as JobCancelled."""
+
+
 @dataclass
 class JobContext:
     """What a job's work function gets: the model it runs on, its cancel flag, and a way to speak."""
@@ -107,6 +113,11 @@ class JobContext:
     @property
     def cancelled(self) -> threading.Event:
         return self.job.cancelled
+
+    def stop_if_cancelled(self) -> None:
+        """Raise JobStopped when the job has been cancelled: for work that stops between its steps by raising."""
+        if self.job.cancelled.is_set():
+            raise JobStopped(f"job {self.job.id} ({self.job.kind}) was cancelled")
 
     def require_model(self) -> LoadedModel:
         if self.loaded is None:
@@ -284,9 +295,11 @@ class ModelSession:
             self.listener(JobStarted(job))
             try:
                 job.result = work(JobContext(job, loaded, lambda event, job=job: self._progress(job, event)))
+            except JobStopped:
+                ended: SessionEvent = JobCancelled(job)
             except BaseException as error:  # reported, never lost: the worker must outlive any job
                 job.error = out_of_memory(job, error) or error
-                ended: SessionEvent = JobFailed(job, job.error)
+                ended = JobFailed(job, job.error)
             else:
                 ended = JobCancelled(job) if job.cancelled.is_set() else JobFinished(job, job.result)
             with self._lock:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.table import Table
@@ -14,7 +12,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
 
-from smoltui.formatting import format_ago, format_loss, format_step
+from smoltui.formatting import display_path, format_ago, format_loss, format_step
 from smoltui.screens.base import SmolScreen, number, short_run_ids, status_text, sync_table
 
 if TYPE_CHECKING:
@@ -40,16 +38,6 @@ QUICK_ACTIONS = (
 
 if TYPE_CHECKING:
     from smoltui.engine.runs import RunSummary
-
-
-def display_path(path: Path) -> str:
-    """`path` as a person would type it: relative to the current folder when inside it, else with ~."""
-    try:
-        relative = path.relative_to(Path.cwd())
-        return f"./{relative}" if str(relative) != "." else "."
-    except ValueError:
-        home = Path.home()
-        return f"~{os.sep}{path.relative_to(home)}" if path.is_relative_to(home) else str(path)
 
 
 class HomeScreen(SmolScreen):

@@ -10,6 +10,7 @@ from typing import ClassVar
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
+from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
@@ -24,7 +25,7 @@ from smoltui.widgets.weights_table import WeightsTable
 
 NARROW_WIDTH = 100
 MEDIUM_WIDTH = 160  # below it the weights' numbers and the workbench pane take less room
-TYPING_ACTIONS = {"leave_field", "run_operation"}  # what keys do while the filter has the keyboard
+TYPING_ACTIONS = {"leave_field", "run_operation"}  # what keys do while a field has the keyboard
 
 
 class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
@@ -32,15 +33,24 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
 
     MODE = "surgery"
     AUTO_FOCUS = "#weights-table"
+    workbench_shown: reactive[bool] = reactive(False, init=False)  # under NARROW_WIDTH: the workbench, not the weights
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("ctrl+r", "run_operation", "Run", tooltip="Run the operation of the form on the current model"),
+        Binding("escape", "stop_operation", "Stop", tooltip="Stop the running operation; nothing changes"),
+        Binding("w", "toggle_pane", "Switch pane", tooltip="Show the workbench or the weights (one at a time here)"),
         Binding("u", "undo", "Undo", tooltip="Make the current step's parent the current model again"),
+        Binding(
+            "m",
+            "import_loaded",
+            "Import loaded",
+            tooltip="Make the loaded model (exactly as it is in memory) the workbench's current model",
+        ),
         Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
         Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
         Binding("o", "cycle_sort", "Sort", tooltip="Order the tensors by the next column (a click on a header too)"),
         Binding("r", "reverse_sort", "Reverse", tooltip="Reverse the tensors' order"),
         Binding("a", "toggle_heat_mode", "|w|/signed", tooltip="Heatmap of the mean |w| per cell, or of the mean w"),
-        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the filter; the keys work again"),
+        Binding("escape", "leave_field", "Leave field", tooltip="Stop typing in the field; the keys work again"),
     ]
 
     def __init__(self) -> None:
@@ -120,6 +130,10 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
     def _field_submitted(self) -> None:
         self.run_form()
 
+    @on(Input.Submitted, "#surgery-dataset")
+    def _dataset_submitted(self) -> None:
+        self.set_dataset()
+
     @on(Checkbox.Changed, "#surgery-fields Checkbox")
     def _flag_changed(self, event: Checkbox.Changed) -> None:
         event.checkbox.remove_class("-invalid")
@@ -130,13 +144,30 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
         self.query_one("#weights-filter", Input).focus()
 
     def action_run_operation(self) -> None:
+        self.workbench_shown = True  # where its progress is seen, on a narrow screen
         self.run_form()
+
+    def action_stop_operation(self) -> None:
+        self.stop_operation()
+
+    def action_import_loaded(self) -> None:
+        self.workbench_shown = True
+        self.import_session_model()
+
+    def action_toggle_pane(self) -> None:
+        self.workbench_shown = not self.workbench_shown
+
+    def watch_workbench_shown(self, shown: bool) -> None:
+        self.set_class(shown, "-workbench-shown")
+        if self.has_class("-narrow"):
+            self.query_one("#surgery-steps" if shown else "#weights-table").focus()
 
     def action_undo(self) -> None:
         self.checkout_step(0, undo=True)
 
     def action_leave_field(self) -> None:
-        self.query_one(WeightsTable).focus()
+        in_workbench = self.focused is not None and self.query_one("#surgery-history") in self.focused.ancestors
+        self.query_one("#surgery-steps" if in_workbench else "#weights-table").focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         typing = self.is_current and isinstance(self.focused, Input)
@@ -146,6 +177,12 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
             return False
         if action in ("run_operation", "undo"):
             return self.workbench is not None and self.operation_job is None
+        if action == "import_loaded":
+            return self.workbench is not None and self.operation_job is None and self.smol.session_model is not None
+        if action == "stop_operation":
+            return self.operation_job is not None
+        if action == "toggle_pane":
+            return self.has_class("-narrow")
         if action == "load_bundled":
             return self._bundled_available and self.smol.session_model is None and self._load_job is None
         return True
@@ -157,5 +194,8 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
         self.refresh_bindings()
 
     def on_resize(self) -> None:
-        self.set_class(self.size.width < NARROW_WIDTH, "-narrow")
+        narrow = self.size.width < NARROW_WIDTH
+        if narrow != self.has_class("-narrow"):
+            self.set_class(narrow, "-narrow")  # one pane at a time: w shows the other
+            self.refresh_bindings()
         self.set_class(self.size.width < MEDIUM_WIDTH, "-medium")

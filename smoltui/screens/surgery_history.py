@@ -1,11 +1,12 @@
-"""The history and operations pane of the Surgery screen: the workbench's current model and dataset, its history
-(Enter makes a step current, u undoes), a form of the selected operation built from its declared parameters, and
-the effect of the current step's operation (before, after and delta; the two samples side by side): the last one
-run, or the step made current.
+"""The history and operations pane of the Surgery screen: the workbench's current model and its dataset (a field:
+enter sets it), its history (Enter makes a step current, u undoes), a form of the selected operation built from
+its declared parameters, and the effect of the current step's operation (before, after and delta; the two samples
+side by side): the last one run, or the step made current.
 
-An operation runs as a model-session job (the UI never waits on it); after it or a checkout the step's model is
-loaded as the session's model, so the weights viewer and the Sample screen see it. The screen composes the
-widgets and routes their messages and its session events here.
+An operation runs as a model-session job (the UI never waits on it; escape stops it between its steps and nothing
+changes); after it or a checkout the step's model is loaded as the session's model, so the weights viewer and the
+Sample screen see it. `m` imports the session's model as it is in memory. The screen composes the widgets and
+routes their messages and its session events here.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
-from textual.containers import Vertical, VerticalScroll
-from textual.widgets import Checkbox, DataTable, Input, Select, Static
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.suggester import SuggestFromList
+from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from smoltui.cli.workbench_views import compact_params, format_delta, format_metric
+from smoltui.engine.data import BUILTIN_PYDOCS
 from smoltui.engine.effects import METRIC_LABELS, METRICS
 from smoltui.engine.errors import UserError
-from smoltui.engine.operations import OPERATIONS, find_operation, run_operation
+from smoltui.engine.operations import OPERATIONS, find_operation, import_loaded, run_operation
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.engine.workbench import Workbench as EngineWorkbench
-from smoltui.formatting import format_ago, format_compact
+from smoltui.formatting import display_path, format_ago, format_compact
 from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
 
     from textual.widget import Widget
 
+    from smoltui.engine.models import LoadedModel
     from smoltui.engine.parameters import Parameter
     from smoltui.engine.session import JobContext
     from smoltui.engine.workbench import HistoryStep
@@ -92,13 +96,40 @@ def effect_renderables(effect: dict[str, Any] | None) -> list[Any]:
     return [numbers, samples]
 
 
+def shown_dataset(dataset: str | None) -> str:
+    """The dataset setting as a person would type it (a path relative to the current folder when inside it)."""
+    if not dataset:
+        return ""
+    return dataset if dataset.startswith("builtin:") else display_path(Path(dataset))
+
+
 def operation_work(workbench: EngineWorkbench, name: str, values: dict[str, Any]) -> Callable[[JobContext], Any]:
-    """The session job: run one operation on the workbench, its progress lines as the job's events."""
+    """The session job: run one operation on the workbench, its progress lines as the job's events; cancelled, it
+    stops at its next line, before its step is committed, so nothing changes."""
 
     def work(context: JobContext) -> HistoryStep:
-        return run_operation(workbench, name, values, progress=context.emit)
+        return run_operation(workbench, name, values, progress=stoppable(context))
 
     return work
+
+
+def import_work(workbench: EngineWorkbench, loaded: LoadedModel) -> Callable[[JobContext], Any]:
+    """The session job: make `loaded` (the session's model, as it is in memory) the workbench's current model."""
+
+    def work(context: JobContext) -> HistoryStep:
+        return import_loaded(workbench, loaded, progress=stoppable(context))
+
+    return work
+
+
+def stoppable(context: JobContext) -> Callable[[str], None]:
+    """A progress callback that passes each line on, and ends the job there once it has been cancelled."""
+
+    def say(line: str) -> None:
+        context.stop_if_cancelled()
+        context.emit(line)
+
+    return say
 
 
 class SurgeryHistory:
@@ -114,13 +145,28 @@ class SurgeryHistory:
         self.operation_job: Job | None = None
         self.last_step: HistoryStep | None = None  # the step whose effect is shown: the last made or checked out
         self._progress: list[str] = []
+        self._step_before: int | None = None  # the current step when the running job began
 
     def compose_history(self) -> Iterable[Widget]:
         with VerticalScroll(id="surgery-history", can_focus=False):
             yield Static(id="surgery-state")
+            with Horizontal(id="surgery-dataset-row"):
+                yield Label("dataset ")
+                dataset = Input(
+                    placeholder="a text file or folder, or builtin:pydocs",
+                    suggester=SuggestFromList([BUILTIN_PYDOCS]),
+                    compact=True,
+                    id="surgery-dataset",
+                )
+                dataset.tooltip = (
+                    "The corpus whose validation split (its last 5%) each operation's perplexity is measured on; "
+                    "enter sets it"
+                )
+                yield dataset
             table: DataTable = DataTable(id="surgery-steps", cursor_type="row", zebra_stripes=True, classes="panel")
             table.add_columns("", "step", "operation", "ppl", "Δ", "when")
             yield table
+            yield Static(id="surgery-effect", classes="panel")  # above the form: in sight on a short screen
             with Vertical(id="surgery-form", classes="panel"):
                 options = [(name, name) for name in OPERATIONS]
                 yield Select(options, value=FIRST_OPERATION, allow_blank=False, compact=True, id="surgery-operation")
@@ -128,7 +174,6 @@ class SurgeryHistory:
                     yield from parameter_fields(FIRST_OPERATION)
                 yield Static(id="surgery-form-error")  # the operation's help, or what is wrong with a field
                 yield Static(id="surgery-progress")
-            yield Static(id="surgery-effect", classes="panel")
 
     def mount_history(self) -> None:
         self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
@@ -158,13 +203,14 @@ class SurgeryHistory:
             return
         current, dataset = workbench.current(), workbench.get("dataset")
         model = (
-            "no current model: run import (below)"
+            "no current model: run import below, or m to import the loaded one"
             if current is None
             else (f"current: step {current.step} · {current.operation}")
         )
-        data = f"dataset: {Path(dataset).name or dataset}" if dataset else "no dataset: `smoltui set dataset FILE`"
-        self.query_one("#surgery-state", Static).tooltip = dataset or None
-        self._say_state(f"{model}\n{data}")
+        self._say_state(model)
+        field = self.query_one("#surgery-dataset", Input)
+        if not field.has_focus:
+            field.value = shown_dataset(dataset)
         table = self.query_one("#surgery-steps", DataTable)
         table.clear()
         number = None if current is None else current.step
@@ -180,7 +226,7 @@ class SurgeryHistory:
                 Text(operation, style="bold" if marked else ""),
                 short_metric("perplexity", after),
                 short_metric("perplexity", delta, signed=True),
-                format_ago(step.time),
+                format_ago(step.time, self.smol.clock()),
                 key=str(step.step),
             )
         if number is not None:
@@ -195,6 +241,21 @@ class SurgeryHistory:
         panel.border_title = f"Effect of step {step.step}"
         headline = Text(f"step {step.step} · {step.operation} · {step.summary}", style="bold")
         panel.update(Group(headline, *effect_renderables(step.effect)))
+
+    def set_dataset(self) -> None:
+        """The dataset field's text becomes the workbench's dataset; a wrong one is marked with its sentence."""
+        if self.workbench is None:
+            return
+        field = self.query_one("#surgery-dataset", Input)
+        try:
+            dataset = self.workbench.set("dataset", field.value.strip())
+        except UserError as error:
+            field.add_class("-invalid")
+            self._say_progress(str(error))
+            return
+        field.remove_class("-invalid")
+        field.value = shown_dataset(dataset)
+        self._say_progress(f"dataset: {field.value}")
 
     # -- checkout and undo -----------------------------------------------------------------------------------
 
@@ -253,10 +314,25 @@ class SurgeryHistory:
             error_panel.update(Text(str(error), style="red"))
             return
         self._show_help()
+        self._start(operation_work(self.workbench, operation.name, values), operation.name)
+
+    def import_session_model(self) -> None:
+        """Run the import of the session's model (exactly as it is in memory) as a session job."""
+        loaded = self.smol.session_model
+        if self.workbench is None or self.operation_job is not None or loaded is None:
+            return
+        self._start(import_work(self.workbench, loaded), f"import of the loaded {loaded.source}")
+
+    def stop_operation(self) -> None:
+        if self.operation_job is not None:
+            self.operation_job.cancel()
+            self._say_progress("stopping…")
+
+    def _start(self, work: Callable[[JobContext], Any], description: str) -> None:
         self._progress = []
-        work = operation_work(self.workbench, operation.name, values)
-        self.operation_job = self.smol.session.submit("surgery", work, operation.name, tag=self)
-        self._say_progress(f"{operation.name}: starting")
+        self._step_before = self.workbench.current_step if self.workbench is not None else None
+        self.operation_job = self.smol.session.submit("surgery", work, description, tag=self)
+        self._say_progress(f"{description}: starting")
         self.refresh_bindings()
 
     def _say_progress(self, line: str) -> None:
@@ -277,13 +353,12 @@ class SurgeryHistory:
         self.refresh_bindings()
         if isinstance(event, JobFinished):
             step: HistoryStep = event.result
-            current = self.workbench.current_step if self.workbench is not None else None
-            if step.step == current and step.effect is not None and step.operation == self.operation_name:
+            if step.step == self._step_before:
+                self._say_progress("done")  # an export: no new step
+            else:
                 self.last_step = step
                 self._say_progress(f"step {step.step} made; loading its model…")
                 self._load_step(step)
-            else:
-                self._say_progress("done")
             self.show_history()
             self.show_effect()
         elif isinstance(event, JobFailed):

@@ -85,7 +85,7 @@ async def test_b_is_a_decoded_under_the_tweak_with_the_same_seed_and_a_stays_as_
         assert ids_b == under_tweak(llama, {"embed": 1.0})
         assert ids_b != ids_a  # the tweak moves the embeddings far enough to change the tokens drawn
         title = screen.query_one("#column-b", TokenView).border_title
-        assert title == "B · A tweaked: +1 to 1 param matching embed"
+        assert title == "B · A tweaked: embed +1 (1 param)"
         assert_unchanged(llama, before)
 
         kept = screen.model_b.loaded
@@ -96,7 +96,7 @@ async def test_b_is_a_decoded_under_the_tweak_with_the_same_seed_and_a_stays_as_
         assert screen.model_b.loaded is not kept
         assert ids_b == ids_a
         title = screen.query_one("#column-b", TokenView).border_title
-        assert title == "B · A tweaked: +0 to 6 params matching mlp"
+        assert title == "B · A tweaked: mlp +0 (6 params)"
         assert screen.model_b.loaded.model.model.embed_tokens.weight is llama.model.model.embed_tokens.weight
     assert_unchanged(llama, before)
 

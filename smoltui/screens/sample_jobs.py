@@ -28,7 +28,7 @@ TWEAK_HELP = (
 class SecondModelReady:
     """Model B is loaded (or was already): what its column needs to show its tokens."""
 
-    title: str  # what B is: its source as loaded, or "A tweaked: +0.01 to 2 params matching mlp.down_proj"
+    title: str  # what B is: its source as loaded, or "A tweaked: mlp.down_proj +0.01 (2 params)"
     eos_ids: frozenset[int]
 
 
@@ -132,12 +132,13 @@ def tweak_specs(source: str) -> list[str] | None:
 
 
 def tweak_title(checked: Tweak) -> str:
-    """Model B's column title for a tweak, e.g. "A tweaked: +0.01 to 2 params matching mlp.down_proj"."""
+    """Model B's column title for a tweak, as short as a column's border allows, the patterns as typed:
+    e.g. "A tweaked: mlp.down_proj +0.01 (2 params), ln_f -0.5 (1 param)"."""
     parts = []
     for pattern, delta in checked.deltas.items():
         count = len(checked.matches[pattern])
-        parts.append(f"{delta:+g} to {count} {'param' if count == 1 else 'params'} matching {pattern}")
-    return f"A tweaked: {'; '.join(parts)}"
+        parts.append(f"{pattern} {delta:+g} ({count} {'param' if count == 1 else 'params'})")
+    return f"A tweaked: {', '.join(parts)}"
 
 
 def _tweaked(base: LoadedModel, specs: list[str]) -> tuple[LoadedModel, Tweak]:

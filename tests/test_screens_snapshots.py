@@ -201,6 +201,21 @@ def test_sample_a_b_of_two_models(snap_compare, workspace, second_tiny_model):
     assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=a_b)
 
 
+def test_sample_a_b_against_a_tweak(snap_compare, workspace):
+    """A/B at 120x40 with model B "tweak: mlp.c_proj=0.05 ln_f=-0.5" (the tiny model tweaked): two columns, "A ·
+    tiny" and "B · A tweaked: mlp.c_proj +0.05 (2 params), ln_f -0.5 (1 param)" (cut at the border), each "Once"
+    (dim) then 24 tokens drawn with seed 7, B's differing from A's; the sparkline with one line per model."""
+
+    async def a_b(pilot):
+        await open_sample_with_tiny(pilot, "c", "a")
+        pilot.app.screen.query_one("#b-source", Input).value = "tweak: mlp.c_proj=0.05 ln_f=-0.5"
+        await generate(pilot, "Once", max_new_tokens="24")
+        pilot.app.screen.set_focus(None)
+        await pilot.pause()
+
+    assert snap_compare(make_app(workspace), terminal_size=(120, 40), run_before=a_b)
+
+
 def test_sample_surprise_diff(snap_compare, workspace, second_tiny_model):
     """The surprise diff at 120x40 of the typed "the cat sat on the mat." under A (tiny) and B (tiny-b, trained on
     that sentence): "Surprise diff · A tiny vs B tiny-b", the text's tokens shaded by log p(B) − log p(A), most of

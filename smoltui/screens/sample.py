@@ -21,7 +21,7 @@ from textual.widgets import ContentSwitcher, Input, Label, Static
 from smoltui.engine.bundled import bundled_models
 from smoltui.screens.base import SmolScreen, model_name
 from smoltui.screens.sample_generation import BUNDLED, STREAM_FPS, SampleJobs
-from smoltui.screens.sample_jobs import SecondModel
+from smoltui.screens.sample_jobs import TWEAK_HELP, SecondModel
 from smoltui.screens.sample_stream import Column, measure_of
 from smoltui.widgets.line_chart import LineChart
 from smoltui.widgets.model_source import ModelSourceInput
@@ -33,7 +33,11 @@ NARROW_WIDTH = 100
 CURSOR_KEYS = "Move the token cursor (with shift: ten tokens)"
 CHAT_HELP = "Chat through the model's chat template, or complete a text (either starts anew)"
 GENERATE_HELP = "Send the message (chat) or complete the prompt; enter in the prompt does it too"
-AB_HELP = "Send the prompt to the session's model (A) and to model B side by side, with the same settings and seed"
+AB_HELP = (
+    "Send the prompt to the session's model (A) and to model B side by side, with the same settings and seed; "
+    "B can be A tweaked: type tweak: mlp.down_proj=0.01 as its source"
+)
+B_SOURCE_HELP = f"Model B: any model source, loaded by the next A/B run or diff, then kept; {TWEAK_HELP}."
 DIFF_HELP = "Surprise diff: shade each token of the answer (or of a typed text) by how much likelier model B finds it"
 MEASURE_HELP = "The sparkline: each token's entropy, or its surprise (−log p)"
 TOKEN_HELP = "A cursor over the tokens: each one's top 20 alternatives before and after the samplers, its entropy"
@@ -99,11 +103,11 @@ class SampleScreen(SampleJobs, SmolScreen):
                     source = ModelSourceInput(
                         self.smol.workspace,
                         self.smol.recent_sources,
-                        placeholder="run:<id>, a folder, a preset… to compare with A",
+                        placeholder="run:<id>, a folder, a preset… or tweak: mlp=0.01 (A tweaked) to compare with A",
                         compact=True,
                         id="b-source",
                     )
-                    source.tooltip = "Model B: any model source; it is loaded by the next A/B run or diff, then kept."
+                    source.tooltip = B_SOURCE_HELP
                     yield source
                 with ContentSwitcher(initial="single", id="sample-views"):
                     yield TokenView(id="single", classes="panel")
@@ -163,6 +167,8 @@ class SampleScreen(SampleJobs, SmolScreen):
         return None if loaded is None else loaded.tokenizer
 
     def _model_changed(self, loaded) -> None:
+        if self._second.is_tweak:  # a tweak of the model A that went would keep that model's memory
+            self.smol.session.submit("free", self._second.forget_stale_tweak, "free model B", tag=self)
         hint = self._no_model_hint()
         single = self._columns["single"].view
         single.placeholder = hint or (

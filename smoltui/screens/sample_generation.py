@@ -21,7 +21,7 @@ from smoltui.messages import SessionUpdated
 from smoltui.screens.sample_jobs import SecondModel, SecondModelReady, SurpriseDiff, surprise_diff_work
 from smoltui.screens.sample_stream import Column, StreamBuffer, measure_of
 from smoltui.widgets.line_chart import LineChart
-from smoltui.widgets.sampler_form import SamplerForm
+from smoltui.widgets.sampler_form import FIELD_NAMES, SamplerForm
 from smoltui.widgets.token_details import diff_colour
 from smoltui.widgets.token_view import TokenView
 from smoltui.widgets.worker_errors import describe_error, report_error
@@ -239,7 +239,7 @@ class SampleJobs:
             column.view.border_subtitle = event
         elif isinstance(event, SecondModelReady):
             column.eos_ids = event.eos_ids
-            column.view.border_title = f"B · {event.source}"
+            column.view.border_title = f"B · {event.title}"
         elif isinstance(event, DecodeFinished):
             column.finish(event)
         elif isinstance(event, JobFinished | JobCancelled | JobFailed):
@@ -255,7 +255,7 @@ class SampleJobs:
         elif isinstance(event, JobFailed):
             column.outcome = "failed"
             error = event.error
-            if isinstance(error, UserError) and error.field:
+            if isinstance(error, UserError) and error.field in FIELD_NAMES:  # not model B's source or tweak
                 self.query_one(SamplerForm).show_error(error)
                 self.cursor_on = False
             report_error(self, error)

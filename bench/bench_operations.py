@@ -1,9 +1,10 @@
 """How long each workbench operation takes on SmolLM2-135M, with and without its before/after evaluation.
 
 In a fresh temporary workspace whose dataset is ../shared/data/tinyshakespeare.txt: import the bundled
-SmolLM2-135M-Instruct (from its cached conversion), edit (the MLPs of layers 10-19 scaled by 0.5), reinit, and
-export; each run once with the evaluation (perplexity on `--eval-tokens` validation tokens, a 32-token greedy
-sample and its speed) and once with `evaluate=False` (parameters and bytes only). Every timing covers the whole
+SmolLM2-135M-Instruct (from its cached conversion), edit (the MLPs of layers 10-19 scaled by 0.5), prune (30%
+unstructured, 10% of the heads), quantize (8 and 4 bits), reinit, and export; each run once with the evaluation
+(perplexity on `--eval-tokens` validation tokens, a 32-token greedy sample and its speed) and once with
+`evaluate=False` (parameters and bytes only). Every timing covers the whole
 `run_operation`: loading the current model, the operation, the measurements and the atomic save with its fsync.
 An operation's "before" comes from its parent's recorded "after" (measured the same way), so one evaluation runs
 per operation; the first, untimed import tokenises the dataset into the workspace cache.
@@ -26,6 +27,10 @@ MODEL = "smollm2-135m-instruct"
 OPERATIONS = (
     ("import", {"source": MODEL}),
     ("edit", {"pattern": r"layers\.1[0-9]\.mlp", "scale": 0.5}),
+    ("prune", {"amount": 0.3}),  # unstructured, every linear weight
+    ("prune", {"amount": 0.1, "kind": "heads"}),
+    ("quantize", {"bits": 8}),
+    ("quantize", {"bits": 4}),
     ("reinit", {}),
     ("export", None),  # its directory is made per run
 )
@@ -54,7 +59,7 @@ def main() -> None:
         workbench.set("dataset", str(DATASET))
         workbench.set("eval_tokens", args.eval_tokens)
         run_operation(workbench, "import", {"source": MODEL})  # warm-up: conversion cache, token cache
-        print(f"{'operation':<10} {'with evaluation':>16} {'without':>10}   perplexity after")
+        print(f"{'operation':<16} {'with evaluation':>12} {'without':>10}   perplexity after")
         for name, params in OPERATIONS:
             seconds = {}
             perplexity = None
@@ -67,7 +72,8 @@ def main() -> None:
                     perplexity = step.effect["after"]["perplexity"]
                 workbench.checkout(1)  # every operation starts from the first import, evaluated
             shown = "-" if perplexity is None else f"{perplexity:,.2f}"
-            print(f"{name:<10} {seconds[True]:>14.2f} s {seconds[False]:>8.2f} s   {shown}")
+            label = " ".join([name, *(str(value) for key, value in (params or {}).items() if key != "pattern")])
+            print(f"{label:<16} {seconds[True]:>10.2f} s {seconds[False]:>8.2f} s   {shown}")
         workbench.close()
 
 

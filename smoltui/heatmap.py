@@ -10,6 +10,7 @@ than as a weight of zero.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -25,15 +26,20 @@ MASKED = -1  # the level of a cell the query cannot see (a key after it)
 BLANK = Segment(" ")
 
 
-def heat_colour(value: float) -> str:
-    """The colour of `value` in 0..1 on HEAT_STOPS, as rich's "#rrggbb"."""
-    value = min(1.0, max(0.0, value))
-    for (low, low_rgb), (high, high_rgb) in zip(HEAT_STOPS, HEAT_STOPS[1:], strict=False):
+def mix_colour(stops: Sequence[tuple[float, tuple[int, int, int]]], value: float) -> str:
+    """The colour of `value` on a scale of (value, (r, g, b)) stops in increasing order, linearly between the two
+    around it, as rich's "#rrggbb"; `value` lies within the first and the last stop."""
+    for (low, low_rgb), (high, high_rgb) in zip(stops, stops[1:], strict=False):
         if value <= high:
             share = (value - low) / (high - low)
             red, green, blue = (round(a + (b - a) * share) for a, b in zip(low_rgb, high_rgb, strict=True))
             return f"#{red:02x}{green:02x}{blue:02x}"
-    raise AssertionError("unreachable: the last stop is 1.0")
+    raise AssertionError(f"unreachable: {value} is past the last stop, {stops[-1][0]}")
+
+
+def heat_colour(value: float) -> str:
+    """The colour of `value` in 0..1 on HEAT_STOPS, as rich's "#rrggbb"."""
+    return mix_colour(HEAT_STOPS, min(1.0, max(0.0, value)))
 
 
 PALETTE = tuple(heat_colour(level / (LEVELS - 1)) for level in range(LEVELS))

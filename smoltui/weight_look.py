@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from smoltui.heatmap import MASKED, PALETTE, half_block_rows, heat_levels
+from smoltui.heatmap import MASKED, PALETTE, half_block_rows, heat_levels, mix_colour
 
 # The signed scale, for a dark terminal: blue for negative, dark grey at zero, red for positive.
 SIGNED_STOPS = ((-1.0, (110, 170, 255)), (-0.5, (40, 90, 190)), (0.0, (38, 38, 38)), (0.5, (190, 60, 40)),
@@ -27,17 +27,7 @@ COLUMN_EIGHTHS = " ▁▂▃▄▅▆▇█"  # vertical bars
 HISTOGRAM_STYLE = "#5fafd7"
 ZERO_STYLE = "bold #ffaf5f"
 
-
-def _mix(stops, value: float) -> str:
-    for (low, low_rgb), (high, high_rgb) in zip(stops, stops[1:], strict=False):
-        if value <= high:
-            share = (value - low) / (high - low)
-            red, green, blue = (round(a + (b - a) * share) for a, b in zip(low_rgb, high_rgb, strict=True))
-            return f"#{red:02x}{green:02x}{blue:02x}"
-    raise AssertionError("unreachable: the last stop is 1.0")
-
-
-SIGNED_PALETTE = tuple(_mix(SIGNED_STOPS, 2 * level / (SIGNED_LEVELS - 1) - 1) for level in range(SIGNED_LEVELS))
+SIGNED_PALETTE = tuple(mix_colour(SIGNED_STOPS, 2 * level / (SIGNED_LEVELS - 1) - 1) for level in range(SIGNED_LEVELS))
 
 
 def signed_levels(matrix: np.ndarray, high: float) -> np.ndarray:

@@ -8,7 +8,6 @@ mean attention entropy and hidden-state norm.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -21,12 +20,12 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Label, Static
 
-from smoltui.engine.bundled import bundled_models
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed, JobStarted
 from smoltui.heatmap import LEVELS, PALETTE, heat_legend, heat_levels
 from smoltui.messages import SessionUpdated
 from smoltui.screens.attention_jobs import Inspection, inspect_work
 from smoltui.screens.base import SmolScreen, model_name
+from smoltui.screens.bundled_model import LOAD_BUNDLED_BINDING, BundledModelOffer
 from smoltui.widgets.attention_grid import AttentionHeadGrid
 from smoltui.widgets.attention_heatmap import AttentionHeatmap
 from smoltui.widgets.layer_panels import layer_panel
@@ -36,7 +35,6 @@ from smoltui.widgets.worker_errors import describe_error
 if TYPE_CHECKING:
     from smoltui.engine.attention import AttentionMaps
 
-BUNDLED = "smollm2-135m-instruct"
 NARROW_WIDTH = 100  # below this many columns the layers' panel gives way to the heatmap
 VIEWS = {"map": "attn-heatmap", "grid": "attn-grid", "text": "attn-text"}
 TYPING_ACTIONS = {"leave_field"}
@@ -45,14 +43,14 @@ HEAD_HELP = "The next head (}) or the previous one ({); from the average, the fi
 MOVE_HELP = "Heatmap: scroll the queries (↑↓); head grid: move the cursor; text: pick the token (←→ or a click)"
 
 
-class AttentionScreen(SmolScreen):
+class AttentionScreen(BundledModelOffer, SmolScreen):
     """The attention of the session's model on a prompt (see module doc)."""
 
     MODE = "attention"
     AUTO_FOCUS = "#attn-heatmap"  # not the prompt: number keys still switch screens until i starts typing
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("i", "focus_prompt", "Type", tooltip="Type a prompt; enter computes its attention", priority=True),
-        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        LOAD_BUNDLED_BINDING,
         Binding("right_square_bracket", "layer(1)", "Layer", key_display="[ ]", tooltip=LAYER_HELP),
         Binding("right_curly_bracket", "head(1)", "Head", key_display="{ }", tooltip=HEAD_HELP),
         Binding("g", "toggle_view('grid')", "Heads", tooltip="Every head of the layer as a thumbnail"),
@@ -84,9 +82,7 @@ class AttentionScreen(SmolScreen):
         self.head: int | None = 0  # None: the head average
         self.chosen_token = 0  # the text view's chosen token
         self._job: Job | None = None
-        self._load_job: Job | None = None
         self._layers_shown: AttentionMaps | None = None  # the maps the layers' panel was laid out for
-        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="attn-body"):
@@ -136,19 +132,10 @@ class AttentionScreen(SmolScreen):
     def _message(self) -> str:
         loaded = self.smol.session_model
         if loaded is None:
-            bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
-            return f"No model is loaded: load one on the Model screen (key 2){bundled}."
+            return self.no_model_hint()
         if self._job is not None:
             return f"computing the attention of {model_name(loaded)} on the prompt…"
         return f"Type a prompt (i) and press enter: the attention of {model_name(loaded)} on it comes here."
-
-    def action_load_bundled(self) -> None:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        self._load_job = self.smol.session.load(
-            BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace
-        )
-        self._say(f"loading {BUNDLED}…")
-        self.refresh_bindings()
 
     def action_focus_prompt(self) -> None:
         self.set_focus(self.query_one("#attn-prompt", Input))  # at once: keys typed right behind go into it
@@ -179,15 +166,7 @@ class AttentionScreen(SmolScreen):
         if job is None or isinstance(event, JobStarted):
             return
         if job is self._load_job:
-            if isinstance(event, JobProgressed):
-                self._say(str(event.event))
-                return
-            self._load_job = None
-            if isinstance(event, JobFailed):
-                self._say(f"nothing loaded: {describe_error(event.error)}")
-            elif isinstance(event, JobFinished):
-                self._say(f"loaded {BUNDLED}; it is the session's model.")
-            self.refresh_bindings()
+            self.load_event(event)
         elif job is self._job and not isinstance(event, JobProgressed):
             self._job = None
             if isinstance(event, JobFinished):
@@ -294,7 +273,7 @@ class AttentionScreen(SmolScreen):
         if typing and action not in TYPING_ACTIONS:
             return False
         if action == "load_bundled":
-            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+            return self.can_load_bundled()
         if action == "open_head":
             return self.view == "grid" and self.maps is not None
         if action in ("layer", "head", "toggle_average", "toggle_view", "move"):

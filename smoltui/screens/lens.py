@@ -19,11 +19,10 @@ from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Input, Label, Static
 
-from smoltui.engine.bundled import bundled_models
 from smoltui.lens_look import LENS_MODES
 from smoltui.screens.base import SmolScreen, model_name
+from smoltui.screens.bundled_model import LOAD_BUNDLED_BINDING, BundledModelOffer
 from smoltui.screens.lens_jobs import DEFAULT_NEW_TOKENS, STATUS_FPS, LensJobs
-from smoltui.screens.sample_generation import BUNDLED
 from smoltui.widgets.lens_details import cell_panel, mode_legend
 from smoltui.widgets.lens_grid import LensGridView
 
@@ -40,16 +39,18 @@ CURSOR_HELP = "Move the cell cursor (the side panel shows the cell's top tokens)
 STEP_HELP = "Step back or forward one frame (a token, or a checkpoint); stepping pauses"
 
 
-class LensScreen(LensJobs, SmolScreen):
+class LensScreen(BundledModelOffer, LensJobs, SmolScreen):
     """The logit lens of the session's model (or of a run's checkpoints), frame by frame."""
 
     MODE = "lens"
     AUTO_FOCUS = "#lens-grid"  # not the prompt: number keys still switch screens until i (or a click) starts typing
     RUNS_REFRESH_S = 10.0  # the run input completes the workspace's run ids
+    AFTER_LOADING = "type a prompt (i) and press enter."
+    NO_MODEL_EXTRA = "; or type a run id below (r)"
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("ctrl+s", "compute", "Compute", tooltip="The lens of the prompt, then of each token generated"),
         Binding("escape", "stop", "Stop", tooltip="Stop computing now (the frames so far stay)"),
-        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        LOAD_BUNDLED_BINDING,
         Binding("space", "play_pause", "Play/pause", tooltip="Play the frames from here, or pause them"),
         Binding("comma", "step(-1)", "Back", key_display=",", tooltip=STEP_HELP),
         Binding("full_stop", "step(1)", "Fwd", key_display=".", tooltip=STEP_HELP),
@@ -93,7 +94,6 @@ class LensScreen(LensJobs, SmolScreen):
         super().__init__()
         self._init_jobs()
         self._legend_shown: tuple[int, bool] | None = None  # (mode, whether a target is set) of the legend shown
-        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="lens-body"):
@@ -144,12 +144,6 @@ class LensScreen(LensJobs, SmolScreen):
             self.frame = 0
         self._show()
         self.refresh_bindings()
-
-    def _no_model_hint(self) -> str:
-        if self.smol.session_model is not None:
-            return ""
-        bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
-        return f"No model is loaded: load one on the Model screen (key 2){bundled}; or type a run id below (r)."
 
     # -- playback --------------------------------------------------------------------------------------------
 
@@ -233,7 +227,7 @@ class LensScreen(LensJobs, SmolScreen):
         if self.computing:
             return "computing the lens…"
         if self.film.kind != "checkpoints" and self.smol.session_model is None:
-            return self._no_model_hint()
+            return self.no_model_hint()
         return "Type a prompt below (i) and press enter: its lens, then each generated token's; or a run id (r)."
 
     def _show_frame(self) -> None:
@@ -333,7 +327,7 @@ class LensScreen(LensJobs, SmolScreen):
         if typing and action not in TYPING_ACTIONS:
             return False
         if action == "load_bundled":
-            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+            return self.can_load_bundled()
         if action in ("step", "play_pause"):
             return None if not self.film.frames else True
         return True

@@ -1,5 +1,5 @@
 """What the Lens screen asks of the model session (the lens of a prompt while the model generates after it, the lens
-across a run's checkpoints, the bundled model) and the frames the answers become.
+across a run's checkpoints) and the frames the answers become.
 
 A generation's frames share one grid, the newest: frame i shows its first `columns` positions (LensGrid.columns, a
 view), so scrubbing back replays what was computed and keeps one copy. A checkpoint's frame holds its own grid.
@@ -8,7 +8,6 @@ Events arrive one per token as SessionUpdated and only change the frames; the sc
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from smoltui.engine.lens import LensGrown
 from smoltui.engine.lens_checkpoints import CheckpointLens
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.messages import SessionUpdated
-from smoltui.screens.sample_generation import BUNDLED
 from smoltui.widgets.worker_errors import describe_error, report_error
 
 if TYPE_CHECKING:
@@ -129,26 +127,20 @@ def checkpoints_work(run: str, prompt: str, target: str | None, workspace, devic
 class LensJobs:
     """The Lens screen's jobs and their events (a part of LensScreen, kept apart for its size)."""
 
-    # What LensScreen provides (see lens.py): its reactives, the app, and _say, _show, _show_grid, _show_status.
+    # What LensScreen provides (see lens.py): its reactives, the app, and _say, _show, _show_grid, _show_status;
+    # _load_job, load_event and no_model_hint are BundledModelOffer's.
     frame: int
     playing: bool
     computing: bool
     smol: Workbench
     grid_view: LensGridView
+    _load_job: Job | None
 
     def _init_jobs(self) -> None:
         self.film = LensFilm()
         self._job: Job | None = None
-        self._load_job: Job | None = None
         self._stop_requested = False
         self._frames_counted = True  # whether the status line's count of frames is up to date
-
-    def action_load_bundled(self) -> None:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        session = self.smol.session
-        self._load_job = session.load(BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace)
-        self._say(f"loading {BUNDLED}…")
-        self.refresh_bindings()
 
     # -- computing -------------------------------------------------------------------------------------------
 
@@ -156,7 +148,7 @@ class LensJobs:
         """The lens of the prompt on the session's model, growing with each generated token."""
         loaded = self.smol.session_model
         if loaded is None:
-            self._say(self._no_model_hint())
+            self._say(self.no_model_hint())
             return
         prompt = self.query_one("#prompt", Input).value
         if not prompt:
@@ -225,7 +217,7 @@ class LensJobs:
         event = message.event
         job = getattr(event, "job", None)
         if job is not None and job is self._load_job:
-            self._load_event(event)
+            self.load_event(event)
         elif job is not None and job is self._job:
             if isinstance(event, JobProgressed):
                 self._job_said(event.event)
@@ -262,15 +254,3 @@ class LensJobs:
         elif not self.film.note:
             self._say("")
         self._show()
-
-    def _load_event(self, event) -> None:
-        if isinstance(event, JobProgressed):
-            self._say(str(event.event))
-            return
-        if isinstance(event, JobFinished):
-            self._load_job = None
-            self._say(f"loaded {BUNDLED}; type a prompt (i) and press enter.")
-        elif isinstance(event, JobFailed | JobCancelled):
-            self._load_job = None
-            self._say(f"nothing loaded: {describe_error(event.error) if isinstance(event, JobFailed) else 'cancelled'}")
-        self.refresh_bindings()

@@ -18,9 +18,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import ContentSwitcher, Input, Label, Static
 
-from smoltui.engine.bundled import bundled_models
 from smoltui.screens.base import SmolScreen, model_name
-from smoltui.screens.sample_generation import BUNDLED, STREAM_FPS, SampleJobs
+from smoltui.screens.bundled_model import LOAD_BUNDLED_BINDING, BundledModelOffer
+from smoltui.screens.sample_generation import STREAM_FPS, SampleJobs
 from smoltui.screens.sample_jobs import TWEAK_HELP, SecondModel
 from smoltui.screens.sample_stream import Column, measure_of
 from smoltui.widgets.line_chart import LineChart
@@ -50,7 +50,7 @@ PROMPT_TITLES = {
 }
 
 
-class SampleScreen(SampleJobs, SmolScreen):
+class SampleScreen(BundledModelOffer, SampleJobs, SmolScreen):
     """Generate from the session's model, token by token, and look at every token's alternatives."""
 
     MODE = "sample"
@@ -58,7 +58,7 @@ class SampleScreen(SampleJobs, SmolScreen):
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("ctrl+s", "generate", "Generate", tooltip=GENERATE_HELP),
         Binding("escape", "stop", "Stop", tooltip="Stop generating now (what came so far stays)"),
-        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        LOAD_BUNDLED_BINDING,
         Binding("c", "toggle_chat", "Chat/text", tooltip=CHAT_HELP),
         Binding("n", "new_conversation", "New chat", tooltip="Start a new conversation: the answers so far go"),
         Binding("p", "cycle_preset", "Preset", tooltip="The next sampler preset: greedy, balanced, creative"),
@@ -93,7 +93,6 @@ class SampleScreen(SampleJobs, SmolScreen):
         self._view_before_diff = "single"
         self._series_colours: dict[str, str] = {}  # the sparkline's colour of A and of B
         self._selected: TokenView | None = None
-        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="sample-body"):
@@ -169,7 +168,7 @@ class SampleScreen(SampleJobs, SmolScreen):
     def _model_changed(self, loaded) -> None:
         if self._second.is_tweak:  # a tweak of the model A that went would keep that model's memory
             self.smol.session.submit("free", self._second.forget_stale_tweak, "free model B", tag=self)
-        hint = self._no_model_hint()
+        hint = self.no_model_hint()
         single = self._columns["single"].view
         single.placeholder = hint or (
             "Type a message below (i) and press enter." if self.chat else "Type a text below (i) and press enter."
@@ -180,12 +179,6 @@ class SampleScreen(SampleJobs, SmolScreen):
         self.query_one(SamplerForm).validate()  # banned tokens written as text read through the new tokenizer
         self._status()
         self.refresh_bindings()
-
-    def _no_model_hint(self) -> str:
-        if self.smol.session_model is not None:
-            return ""
-        bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
-        return f"No model is loaded: load one on the Model screen (key 2){bundled}."
 
     # -- modes and views -------------------------------------------------------------------------------------
 
@@ -395,7 +388,7 @@ class SampleScreen(SampleJobs, SmolScreen):
         if typing and action not in TYPING_ACTIONS:
             return False
         if action == "load_bundled":
-            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+            return self.can_load_bundled()
         if action == "move_cursor":
             return self.cursor_on
         if action in ("new_conversation", "toggle_chat"):

@@ -1,12 +1,11 @@
-"""What the Sample screen asks of the model session (generate, stop, the surprise diff, the bundled model) and how
-the answers come back: the session's events arrive as SessionUpdated messages, one per token, and are only queued
-here; they are put on screen in batches at STREAM_FPS, and the subtitles and the sparkline at the app's refresh
-rate, so that the screen never slows the decoder that shares its cores (bench/bench_sample_app.py).
+"""What the Sample screen asks of the model session (generate, stop, the surprise diff) and how the answers come
+back: the session's events arrive as SessionUpdated messages, one per token, and are only queued here; they are
+put on screen in batches at STREAM_FPS, and the subtitles and the sparkline at the app's refresh rate, so that the
+screen never slows the decoder that shares its cores (bench/bench_sample_app.py).
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -30,13 +29,12 @@ if TYPE_CHECKING:
     from textual.timer import Timer
 
 STREAM_FPS = 10  # how often streamed tokens are put on screen: smooth enough to read, one repaint per batch
-BUNDLED = "smollm2-135m-instruct"
 
 
 class SampleJobs:
     """The Sample screen's jobs and their events (a part of SampleScreen, kept apart for its size)."""
 
-    # What SampleScreen provides (see sample.py).
+    # What SampleScreen provides (see sample.py; _load_job and load_event are BundledModelOffer's).
     chat: bool
     view: str
     cursor_on: bool
@@ -46,44 +44,18 @@ class SampleJobs:
     _second: SecondModel
     _stream_timer: Timer
     _selected: TokenView | None
+    _load_job: Job | None
 
     def _init_jobs(self) -> None:
         self._history: list[dict[str, str]] = []  # the conversation so far, as the chat template takes it
         self._pending_turn: dict[str, str] | None = None  # the message being answered
         self._buffer = StreamBuffer()
-        self._load_job: Job | None = None
         self._diff_job: Job | None = None
         self._diff: SurpriseDiff | None = None
         self._diff_text = ""  # the text of the last diff asked for
         self._stop_requested = False
         self._stats_shown_at = 0.0
         self._seed: int | None = None
-
-    def action_load_bundled(self) -> None:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        self._load_job = self.smol.session.load(
-            BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace
-        )
-        self._say(f"loading {BUNDLED}…")
-        self.refresh_bindings()
-
-    def _load_event(self, event) -> None:
-        if isinstance(event, JobProgressed):
-            self._say(str(event.event))
-            return
-        self._load_job = None
-        if isinstance(event, JobFinished):
-            recent = self.smol.recent_sources
-            if BUNDLED in recent:
-                recent.remove(BUNDLED)
-            recent.insert(0, BUNDLED)
-            self._say(f"loaded {BUNDLED}; it is the session's model.")
-        elif isinstance(event, JobFailed):
-            report_error(self, event.error)
-            self._say(f"nothing loaded: {describe_error(event.error)}")
-        elif isinstance(event, JobCancelled):
-            self._say("loading was cancelled: another model was asked for.")
-        self.refresh_bindings()
 
     # -- generating ------------------------------------------------------------------------------------------
 
@@ -103,7 +75,7 @@ class SampleJobs:
             return
         loaded = self.smol.session_model
         if loaded is None:
-            self.notify(self._no_model_hint(), severity="warning")
+            self.notify(self.no_model_hint(), severity="warning")
             return
         text = prompt.value
         if self.chat and not text.strip():
@@ -194,7 +166,7 @@ class SampleJobs:
         if job is None or isinstance(event, JobStarted):
             return
         if job is self._load_job:
-            self._load_event(event)
+            self.load_event(event)
         elif job is self._diff_job:
             self._diff_event(event)
         else:
@@ -274,7 +246,7 @@ class SampleJobs:
         view = self.query_one("#diff", TokenView)
         source_b = self.query_one("#b-source", Input).value.strip()
         problem = (
-            self._no_model_hint()
+            self.no_model_hint()
             or ("" if text else "Type or paste a text below, or generate an answer first: it is scored under A and B.")
             or ("" if source_b else "Type model B's source above (a preset, a folder, run:<id>…), then press enter.")
         )

@@ -14,10 +14,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Checkbox, DataTable, Input, Select, Static
 
-from smoltui.engine.bundled import bundled_models
 from smoltui.messages import SessionUpdated
 from smoltui.screens.base import SmolScreen
-from smoltui.screens.sample_generation import BUNDLED
+from smoltui.screens.bundled_model import LOAD_BUNDLED_BINDING, BundledModelOffer
 from smoltui.screens.surgery_history import SurgeryHistory
 from smoltui.screens.weights_view import WeightsViewer
 from smoltui.widgets.weight_heatmap import WeightHeatmap
@@ -28,11 +27,12 @@ MEDIUM_WIDTH = 160  # below it the weights' numbers and the workbench pane take 
 TYPING_ACTIONS = {"leave_field", "run_operation"}  # what keys do while a field has the keyboard
 
 
-class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
+class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen):
     """The session's model and its weights."""
 
     MODE = "surgery"
     AUTO_FOCUS = "#weights-table"
+    AFTER_LOADING = "reading its weights…"
     workbench_shown: reactive[bool] = reactive(False, init=False)  # under NARROW_WIDTH: the workbench, not the weights
     BINDINGS: ClassVar[list[BindingType]] = [  # in order of importance: a narrow footer drops the last first
         Binding("ctrl+r", "run_operation", "Run", tooltip="Run the operation of the form on the current model"),
@@ -45,7 +45,7 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
             "Import loaded",
             tooltip="Make the loaded model (exactly as it is in memory) the workbench's current model",
         ),
-        Binding("b", "load_bundled", "Load SmolLM2", tooltip=f"Load the bundled {BUNDLED} as the session's model"),
+        LOAD_BUNDLED_BINDING,
         Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
         Binding("o", "cycle_sort", "Sort", tooltip="Order the tensors by the next column (a click on a header too)"),
         Binding("r", "reverse_sort", "Reverse", tooltip="Reverse the tensors' order"),
@@ -57,7 +57,6 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
         super().__init__()
         self._init_weights()
         self._init_history()
-        self._bundled_available = any(model.name == BUNDLED and model.available for model in bundled_models())
 
     def compose_body(self) -> Iterable[Widget]:
         with Horizontal(id="surgery-body"):
@@ -184,7 +183,7 @@ class SurgeryScreen(WeightsViewer, SurgeryHistory, SmolScreen):
         if action == "toggle_pane":
             return self.has_class("-narrow")
         if action == "load_bundled":
-            return self._bundled_available and self.smol.session_model is None and self._load_job is None
+            return self.can_load_bundled()
         return True
 
     def on_descendant_focus(self) -> None:

@@ -8,7 +8,6 @@ first selected, its heatmap again for another size) and kept per tensor name unt
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -16,10 +15,9 @@ from rich.text import Text
 from textual.widgets import Input, Static
 
 from smoltui.engine.errors import UserError
-from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
+from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished
 from smoltui.engine.weights import HEAT_MODES, TensorStats
 from smoltui.screens.base import model_name
-from smoltui.screens.sample_generation import BUNDLED
 from smoltui.weight_look import format_shape, histogram_text, short_number, singular_values_text
 from smoltui.widgets.weight_heatmap import WeightHeatmap
 from smoltui.widgets.weights_table import SORT_KEYS, WeightsTable, table_rows
@@ -98,11 +96,12 @@ def views_work(
 class WeightsViewer:
     """The weights viewer's part of SurgeryScreen (see module doc): its widgets are composed by the screen."""
 
-    # What the screen provides (SmolScreen and SurgeryScreen).
+    # What the screen provides (SmolScreen and SurgeryScreen; _load_job, load_event and no_model_hint are
+    # BundledModelOffer's).
     smol: Workbench
     query_one: Any
     refresh_bindings: Callable[[], None]
-    _bundled_available: bool
+    _load_job: Job | None
 
     def _init_weights(self) -> None:
         self.weights: list[TensorStats] = []  # the table of the session's model, in model order
@@ -114,7 +113,6 @@ class WeightsViewer:
         self._table_job: Job | None = None
         self._views_job: Job | None = None
         self._views_asked: tuple[str, tuple[int, int] | None] | None = None  # (name, cells) of the job in flight
-        self._load_job: Job | None = None
 
     # -- what tests, benchmarks and the history pane use -----------------------------------------------------
 
@@ -144,24 +142,13 @@ class WeightsViewer:
 
     # -- the model -------------------------------------------------------------------------------------------
 
-    def _no_model_hint(self) -> str:
-        bundled = f", or press b to load the bundled {BUNDLED} here" if self._bundled_available else ""
-        return f"No model is loaded: load one on the Model screen (key 2){bundled}."
-
-    def action_load_bundled(self) -> None:
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # tqdm bars on stderr would tear the screen
-        session = self.smol.session
-        self._load_job = session.load(BUNDLED, tag=self, device=self.smol.device, workspace=self.smol.workspace)
-        self._say(f"loading {BUNDLED}…")
-        self.refresh_bindings()
-
     def _weights_event(self, event: Any) -> bool:
         """Take a session event if it belongs to one of the viewer's jobs; whether it did."""
         job = getattr(event, "job", None)
         if job is None:
             return False
         if job is self._load_job:
-            self._load_event(event)
+            self.load_event(event)
         elif job is self._table_job:
             if isinstance(event, JobFinished):
                 self._table_job = None
@@ -189,18 +176,6 @@ class WeightsViewer:
                 report_error(self, event.error)
             self._say(describe_error(event.error))
 
-    def _load_event(self, event: Any) -> None:
-        if isinstance(event, JobProgressed):
-            self._say(str(event.event))
-            return
-        if isinstance(event, JobFinished):
-            self._load_job = None
-            self._say(f"loaded {BUNDLED}; reading its weights…")
-        elif isinstance(event, JobFailed | JobCancelled):
-            self._load_job = None
-            self._say(f"nothing loaded: {describe_error(event.error) if isinstance(event, JobFailed) else 'cancelled'}")
-        self.refresh_bindings()
-
     # -- the table -------------------------------------------------------------------------------------------
 
     def _show_table(self) -> None:
@@ -221,7 +196,7 @@ class WeightsViewer:
         order = next(key.title for key in SORT_KEYS if key.column == self.sort)
         table.border_subtitle = f"by {order}{' reversed' if self.reverse else ''} (o r) · filter (/)"
         if loaded is None:
-            note = self._no_model_hint()
+            note = self.no_model_hint()
         elif self._table_job is not None:
             note = f"reading the weights of {model_name(loaded)}…"
         elif note is None and self.weights and not shown:
@@ -268,7 +243,7 @@ class WeightsViewer:
         heatmap, histogram, singular = self._view_widgets()
         if stats is None:
             heatmap.border_title = "Heatmap"
-            hint = self._no_model_hint() if self.smol.session_model is None else "No tensor selected."
+            hint = self.no_model_hint() or "No tensor selected."
             heatmap.show(None, self.heat_mode, hint if not self._table_job else "reading the weights…")
             histogram.update("")
             singular.update("")

@@ -369,7 +369,7 @@ def test_surgery_weights_of_the_tiny_model(snap_compare, workspace, size):
     right: "no current model: run import below, or m to import the loaded one", an empty dataset field, an empty
     History, an Effect panel ("Run an operation to see its effect here.") and the Operation form with edit selected,
     its fields (pattern, --zero, --random, --scale X, --noise STD) and help (at 80x24 the weights alone, w shows the
-    workbench); the footer's Run, Undo, Import loaded, Filter, Sort, Reverse, |w|/signed (at 80x24 Run, Switch
+    workbench); the footer's Run, Undo, Import loaded, Dataset, Filter, Sort, Reverse, |w|/signed (at 80x24 Run, Switch
     pane, Undo, Import loaded)."""
 
     async def open_weights(pilot):

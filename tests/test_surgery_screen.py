@@ -250,8 +250,9 @@ async def test_the_dataset_field_sets_the_dataset_and_a_missing_file_is_refused(
         screen = await open_surgery(pilot)
         field = screen.query_one("#surgery-dataset", Input)
         before = field.value
+        await pilot.press("d")  # the field has the keyboard
+        assert screen.focused is field
         field.value = str(tmp_path / "missing.txt")
-        field.focus()
         await pilot.press("enter")
         await settled(pilot)
         assert field.has_class("-invalid") and "no such file or folder" in said(screen, "#surgery-progress")

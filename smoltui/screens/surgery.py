@@ -45,6 +45,7 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
             "Import loaded",
             tooltip="Make the loaded model (exactly as it is in memory) the workbench's current model",
         ),
+        Binding("d", "edit_dataset", "Dataset", tooltip="Type the dataset effects are measured on; enter sets it"),
         LOAD_BUNDLED_BINDING,
         Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
         Binding("o", "cycle_sort", "Sort", tooltip="Order the tensors by the next column (a click on a header too)"),
@@ -153,6 +154,10 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
         self.workbench_shown = True
         self.import_session_model()
 
+    def action_edit_dataset(self) -> None:
+        self.workbench_shown = True
+        self.query_one("#surgery-dataset", Input).focus()
+
     def action_toggle_pane(self) -> None:
         self.workbench_shown = not self.workbench_shown
 
@@ -176,6 +181,8 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
             return False
         if action in ("run_operation", "undo"):
             return self.workbench is not None and self.operation_job is None
+        if action == "edit_dataset":
+            return self.workbench is not None
         if action == "import_loaded":
             return self.workbench is not None and self.operation_job is None and self.smol.session_model is not None
         if action == "stop_operation":

@@ -59,7 +59,7 @@ def main() -> None:
         workbench.set("dataset", str(DATASET))
         workbench.set("eval_tokens", args.eval_tokens)
         run_operation(workbench, "import", {"source": MODEL})  # warm-up: conversion cache, token cache
-        print(f"{'operation':<16} {'with evaluation':>12} {'without':>10}   perplexity after")
+        print(f"{'operation':<30} {'with evaluation':>12} {'without':>10}   perplexity after")
         for name, params in OPERATIONS:
             seconds = {}
             perplexity = None
@@ -73,7 +73,7 @@ def main() -> None:
                 workbench.checkout(1)  # every operation starts from the first import, evaluated
             shown = "-" if perplexity is None else f"{perplexity:,.2f}"
             label = " ".join([name, *(str(value) for key, value in (params or {}).items() if key != "pattern")])
-            print(f"{label:<16} {seconds[True]:>10.2f} s {seconds[False]:>8.2f} s   {shown}")
+            print(f"{label:<30} {seconds[True]:>10.2f} s {seconds[False]:>8.2f} s   {shown}")
         workbench.close()
 
 

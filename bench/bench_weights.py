@@ -2,7 +2,7 @@
 
 - The table of every tensor's statistics (tensor_table) against one `torch.std` per tensor (the least any table
   of a std per tensor can cost), and against the same statistics read without chunks (each reduction a pass over
-  the whole tensor).
+  the whole tensor); then the viewer's whole table: the statistics put in the WeightsTable and its lines drawn.
 - A heatmap of a 576×1536 matrix (a down_proj's shape): block means in both modes computed and the widget's lines
   drawn, against drawing a Static of as many cells.
 - The top singular values: the Gram-matrix eigenvalues (the default), torch.linalg.svdvals and torch's randomized
@@ -27,6 +27,7 @@ from textual.widgets import Static
 from smoltui.engine.models import load_model
 from smoltui.engine.weights import HEAT_MODES, downsample, histogram, tensor_table, top_singular_values, weight_tensors
 from smoltui.widgets.weight_heatmap import WeightHeatmap
+from smoltui.widgets.weights_table import WeightsTable
 
 MODEL = "smollm2-135m-instruct"
 WIDTH, HEIGHT = 70, 24  # about the heatmap's panel on a 120x40 terminal
@@ -58,6 +59,29 @@ def unchunked_stats(model) -> None:
         torch.dot(deviations, deviations)
         torch.aminmax(values)
         torch.count_nonzero(values)
+
+
+class TableApp(App[None]):
+    CSS = "WeightsTable { height: 1fr; }"
+
+    def compose(self) -> ComposeResult:
+        yield WeightsTable()
+
+
+async def table_figures(model, reference: float) -> None:
+    """The viewer's whole table: every tensor's statistics, put in the table and its visible lines drawn."""
+    app = TableApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause()
+        table = app.query_one(WeightsTable)
+
+        def whole_table() -> None:
+            table.show(tensor_table(model))
+            for y in range(table.size.height):
+                table.render_line(y)
+
+        took = median_s(whole_table)
+        line(f"the whole table: statistics, {table.row_count} rows, drawn", took, reference, 2.0)
 
 
 class HeatmapApp(App[None]):
@@ -104,6 +128,7 @@ def main() -> None:
     line("one torch.std per tensor (reference)", reference)
     line("tensor_table (chunked, one pass)", median_s(lambda: tensor_table(model)), reference, 2.0)
     line("the same statistics without chunks", median_s(lambda: unchunked_stats(model)), reference)
+    asyncio.run(table_figures(model, reference))
 
     down_proj = model.model.layers[0].mlp.down_proj.weight.detach()  # (576, 1536)
     asyncio.run(heatmap_figures(down_proj))

@@ -398,24 +398,9 @@ def two_steps(workspace, tmp_path):
     with Workbench.open(workspace) as bench:
         bench.set("dataset", str(corpus))
         basis = EvalSettings.from_settings(bench.settings(), str(corpus)).to_json()
-        imported = Measurement(
-            params=72_896,
-            bytes=291_584,
-            perplexity=271.4,
-            scored_tokens=2048,
-            tokens_per_s=812.0,
-            sample=" the the the",
-            basis=basis,
-        )
-        pruned = Measurement(
-            params=72_896,
-            bytes=291_584,
-            perplexity=288.9,
-            scored_tokens=2048,
-            tokens_per_s=805.0,
-            sample=" the quick the",
-            basis=basis,
-        )
+        measured = {"params": 72_896, "bytes": 291_584, "scored_tokens": 2048, "basis": basis}
+        imported = Measurement(perplexity=271.4, tokens_per_s=812.0, sample=" the the the", **measured)
+        pruned = Measurement(perplexity=288.9, tokens_per_s=805.0, sample=" the quick the", **measured)
         steps = [
             ("import", {"source": "tiny"}, None, "imported tiny (preset (fresh weights))", Effect(None, imported)),
             (

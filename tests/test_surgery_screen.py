@@ -390,6 +390,36 @@ async def test_enter_on_step_one_checks_it_out_and_u_undoes(workspace, imported)
         assert history_rows(screen)[0][0] == "*" and app.session_model.source == str(imported.folder)
 
 
+async def test_the_cursor_shows_each_steps_effect_and_c_compares_the_current_model_with_it(workspace, imported):
+    from smoltui.engine.operations import run_operation
+    from smoltui.engine.workbench import Workbench
+
+    with Workbench.open(workspace) as bench:
+        run_operation(bench, "edit", {"pattern": "mlp", "scale": 0.5})
+        third = run_operation(bench, "edit", {"pattern": "attn", "zero": True})
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        assert "Effect of step 3" in said(screen, "#surgery-effect")
+        await pilot.press("c")  # the cursor is on the current step: nothing to compare
+        await settled(pilot)
+        assert "put the history's cursor on another step first" in said(screen, "#surgery-progress")
+        screen.query_one("#surgery-steps").focus()
+        await pilot.press("up", "up")
+        await settled(pilot)
+        effect = said(screen, "#surgery-effect")
+        assert "Effect of step 1" in effect and "step 1 · import" in effect
+        await pilot.press("c")
+        await settled(pilot)
+        compared = said(screen, "#surgery-effect")
+        assert "Step 3 (current) against step 1" in compared
+        assert "before: step 1 · import" in compared and "after: step 3 · edit" in compared
+        first, last = imported.effect["after"]["perplexity"], third.effect["after"]["perplexity"]
+        for shown in (first, last, last - first):
+            assert short_metric("perplexity", shown, signed=shown == last - first) in compared
+        assert "compare with care" not in compared  # measured alike
+
+
 async def test_a_bad_field_is_marked_with_its_sentence_and_nothing_runs(workspace, imported):
     from smoltui.engine.workbench import Workbench
 

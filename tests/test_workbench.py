@@ -331,3 +331,46 @@ def test_the_bundled_smollm2_imports_edits_and_exports(bench, tmp_path):
     run_operation(bench, "export", {"directory": str(tmp_path / "smol")})
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "smol")
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied, as it came
+
+
+@pytest.mark.slow
+def test_every_operation_chains_on_the_bundled_smollm2_and_the_export_generates(bench, tmp_path):
+    """The operations the other bundled tests leave out, one after the other on SmolLM2 as `smoltui` runs them:
+    prune (unstructured, then layers), quantize to 4 bits, a tweak, reinit with another depth; the export loads
+    with transformers and generates."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from smoltui.engine.bundled import BUNDLED_MODELS
+    from smoltui.engine.tweaks import compare_tweak
+
+    if BUNDLED_MODELS["smollm2-135m-instruct"].path() is None:
+        pytest.skip("the bundled SmolLM2 is not installed")
+    bench.set("eval_tokens", "128")
+    imported = run_operation(bench, "import", {"source": "smollm2-135m-instruct"})
+    pruned = run_operation(bench, "prune", {"amount": "0.3"})
+    assert 0.29 < pruned.details["sparsity"] < 0.31
+    assert pruned.effect["after"]["perplexity"] > imported.effect["after"]["perplexity"]
+    fewer = run_operation(bench, "prune", {"amount": "0.1", "kind": "layers"})
+    assert AutoModelForCausalLM.from_pretrained(fewer.folder).config.num_hidden_layers == 27
+    assert fewer.effect["after"]["params"] < pruned.effect["after"]["params"]
+    quantized = run_operation(bench, "quantize", {"bits": "4"})
+    assert quantized.details["bytes_after"] < quantized.details["bytes_before"] / 6
+
+    loaded = load_step(bench, quantized)
+    untouched = {name: tensor.clone() for name, tensor in loaded.model.state_dict().items()}
+    compared = compare_tweak(loaded, {"lm_head": 0.02}, prompt="The capital of France is", seed=3, max_tokens=8)
+    assert compared.sample_before != compared.sample_after
+    assert all(torch.equal(loaded.model.state_dict()[name], tensor) for name, tensor in untouched.items())
+
+    exported = tmp_path / "quantized"
+    run_operation(bench, "export", {"directory": str(exported)})
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    model = AutoModelForCausalLM.from_pretrained(exported)
+    ids = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    generated = model.generate(ids, max_new_tokens=6, do_sample=False)
+    assert generated.shape[1] == ids.shape[1] + 6
+
+    fresh = run_operation(bench, "reinit", {"layers": "2"})
+    assert AutoModelForCausalLM.from_pretrained(fresh.folder).config.num_hidden_layers == 2
+    assert fresh.effect["after"]["perplexity"] > 10_000  # about the 49,152-token vocabulary's, far from trained
+    assert [step.operation for step in bench.history()] == ["import", "prune", "prune", "quantize", "reinit"]

@@ -45,6 +45,7 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
             "Import loaded",
             tooltip="Make the loaded model (exactly as it is in memory) the workbench's current model",
         ),
+        Binding("c", "compare", "Compare", tooltip="The current model against the step under the history's cursor"),
         Binding("d", "edit_dataset", "Dataset", tooltip="Type the dataset effects are measured on; enter sets it"),
         LOAD_BUNDLED_BINDING,
         Binding("slash", "filter", "Filter", key_display="/", tooltip="Type a regular expression over the names"),
@@ -117,6 +118,10 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
 
     # -- the workbench pane's widgets ----------------------------------------------------------------------------
 
+    @on(DataTable.RowHighlighted, "#surgery-steps")
+    def _history_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.highlight_step(int(str(event.row_key.value)))
+
     @on(DataTable.RowSelected, "#surgery-steps")
     def _history_row_selected(self, event: DataTable.RowSelected) -> None:
         self.checkout_step(int(str(event.row_key.value)))
@@ -154,6 +159,9 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
         self.workbench_shown = True
         self.import_session_model()
 
+    def action_compare(self) -> None:
+        self.compare_with_current()
+
     def action_edit_dataset(self) -> None:
         self.workbench_shown = True
         self.query_one("#surgery-dataset", Input).focus()
@@ -181,7 +189,7 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
             return False
         if action in ("run_operation", "undo"):
             return self.workbench is not None and self.operation_job is None
-        if action == "edit_dataset":
+        if action in ("edit_dataset", "compare"):
             return self.workbench is not None
         if action == "import_loaded":
             return self.workbench is not None and self.operation_job is None and self.smol.session_model is not None

@@ -1,7 +1,7 @@
 """The history and operations pane of the Surgery screen: the workbench's current model and its dataset (a field:
 enter sets it), its history (Enter makes a step current, u undoes), a form of the selected operation built from
-its declared parameters, and the effect of the current step's operation (before, after and delta; the two samples
-side by side): the last one run, or the step made current.
+its declared parameters, and the effect of the highlighted step's operation (before, after and delta; the two
+samples side by side), or with c the current model against the highlighted step.
 
 An operation runs as a model-session job (the UI never waits on it; escape stops it between its steps and nothing
 changes); after it or a checkout the step's model is loaded as the session's model, so the weights viewer and the
@@ -25,7 +25,7 @@ from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
 
 from smoltui.cli.workbench_views import compact_params, format_delta, format_metric
 from smoltui.engine.data import BUILTIN_PYDOCS
-from smoltui.engine.effects import METRIC_LABELS, METRICS
+from smoltui.engine.effects import METRIC_LABELS, METRICS, Effect, Measurement
 from smoltui.engine.errors import UserError
 from smoltui.engine.operations import OPERATIONS, find_operation, import_loaded, run_operation
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
@@ -146,6 +146,7 @@ class SurgeryHistory:
         self.last_step: HistoryStep | None = None  # the step whose effect is shown: the last made or checked out
         self._progress: list[str] = []
         self._step_before: int | None = None  # the current step when the running job began
+        self._steps: dict[int, HistoryStep] = {}  # the history as last shown, by step number
 
     def compose_history(self) -> Iterable[Widget]:
         with VerticalScroll(id="surgery-history", can_focus=False):
@@ -178,7 +179,7 @@ class SurgeryHistory:
     def mount_history(self) -> None:
         self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
         self._show_help()
-        self.query_one("#surgery-steps").border_title = "History · Enter: make current · u: undo"
+        self.query_one("#surgery-steps").border_title = "History · Enter current · c compare · u undo"
         self.query_one("#surgery-effect").border_title = "Effect"
         try:
             self.workbench = EngineWorkbench.open(self.smol.workspace)
@@ -214,7 +215,8 @@ class SurgeryHistory:
         table = self.query_one("#surgery-steps", DataTable)
         table.clear()
         number = None if current is None else current.step
-        for step in workbench.history():
+        self._steps = {step.step: step for step in workbench.history()}
+        for step in self._steps.values():
             effect = step.effect or {}
             after = (effect.get("after") or {}).get("perplexity")
             delta = (effect.get("delta") or {}).get("perplexity")
@@ -241,6 +243,36 @@ class SurgeryHistory:
         panel.border_title = f"Effect of step {step.step}"
         headline = Text(f"step {step.step} · {step.operation} · {step.summary}", style="bold")
         panel.update(Group(headline, *effect_renderables(step.effect)))
+
+    def highlight_step(self, number: int) -> None:
+        """The history's cursor is on step `number`: its effect is shown."""
+        step = self._steps.get(number)
+        if step is not None and step != self.last_step:
+            self.last_step = step
+            self.show_effect()
+
+    def compare_with_current(self) -> None:
+        """The effect panel: the current model against the highlighted step, from what each step measured."""
+        current = None if self.workbench is None else self.workbench.current()
+        other = self.last_step
+        if current is None or other is None or other.step == current.step:
+            self._say_progress("put the history's cursor on another step first: c compares it with the current one.")
+            return
+        first, second = (other.effect or {}).get("after"), (current.effect or {}).get("after")
+        if not first or not second:
+            self._say_progress(f"step {other.step if not first else current.step} measured nothing to compare.")
+            return
+        effect = Effect(Measurement.from_json(first), Measurement.from_json(second)).to_json()
+        panel = self.query_one("#surgery-effect", Static)
+        panel.border_title = f"Step {current.step} (current) against step {other.step}"
+        headline = Text(
+            f"before: step {other.step} · {other.operation}\nafter: step {current.step} · {current.operation}",
+            style="bold",
+        )
+        parts: list[Any] = [headline]
+        if first.get("basis") != second.get("basis"):
+            parts.append(Text("measured with other settings (dataset, tokens or prompt): compare with care", "yellow"))
+        panel.update(Group(*parts, *effect_renderables(effect)))
 
     def set_dataset(self) -> None:
         """The dataset field's text becomes the workbench's dataset; a wrong one is marked with its sentence."""

@@ -171,6 +171,7 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
 
     def watch_workbench_shown(self, shown: bool) -> None:
         self.set_class(shown, "-workbench-shown")
+        self.call_after_refresh(self.show_history)  # laid out at last: its operation column takes the room there
         if self.has_class("-narrow"):
             self.query_one("#surgery-steps" if shown else "#weights-table").focus()
 
@@ -192,7 +193,8 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
         if action in ("edit_dataset", "compare"):
             return self.workbench is not None
         if action == "import_loaded":
-            return self.workbench is not None and self.operation_job is None and self.smol.session_model is not None
+            no_job = self.workbench is not None and self.operation_job is None
+            return no_job and self.smol.session_model is not None and not self.loaded_is_current()
         if action == "stop_operation":
             return self.operation_job is not None
         if action == "toggle_pane":
@@ -208,8 +210,9 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
         self.refresh_bindings()
 
     def on_resize(self) -> None:
-        narrow = self.size.width < NARROW_WIDTH
+        narrow, medium = self.size.width < NARROW_WIDTH, self.size.width < MEDIUM_WIDTH
         if narrow != self.has_class("-narrow"):
             self.set_class(narrow, "-narrow")  # one pane at a time: w shows the other
             self.refresh_bindings()
-        self.set_class(self.size.width < MEDIUM_WIDTH, "-medium")
+        self.set_class(medium, "-medium")
+        self.call_after_refresh(self.show_history)  # its operation column fits the pane's new width

@@ -30,7 +30,7 @@ from smoltui.engine.errors import UserError
 from smoltui.engine.operations import OPERATIONS, find_operation, import_loaded, run_operation
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.engine.workbench import Workbench as EngineWorkbench
-from smoltui.formatting import display_path, format_ago, format_compact
+from smoltui.formatting import display_path, fit_text, format_ago, format_compact
 from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
@@ -45,6 +45,10 @@ if TYPE_CHECKING:
     from smoltui.screens.base import Workbench
 
 PROGRESS_LINES = 3  # the last lines an operation said, under the form
+# The history's operation column (an operation and its parameters; all of it in the Effect panel) takes what the
+# table's other columns leave (marker, number, ppl and Δ with their padding), so that its numbers stay in sight.
+OTHER_COLUMNS = 25
+MIN_OPERATION_WIDTH = 12
 FIRST_OPERATION = "edit"
 
 
@@ -70,8 +74,9 @@ def parameter_fields(operation_name: str) -> list[Widget]:
 
 
 def short_metric(metric: str, value: float | None, *, signed: bool = False) -> str:
-    """A metric as the CLI writes it, or compact past 100,000 (a random model's perplexity) to fit the pane."""
-    if value is None or metric in ("bytes", "params") or not math.isfinite(value) or abs(value) < 100_000:
+    """A metric as the CLI writes it, or compact past 100,000 (a random model's perplexity, SmolLM2's 134,515,008
+    parameters) to fit the pane; bytes are compact already."""
+    if value is None or metric == "bytes" or not math.isfinite(value) or abs(value) < 100_000:
         return format_delta(metric, value, None) if signed else format_metric(metric, value)
     return ("+" if signed and value >= 0 else "-" if value < 0 else "") + format_compact(abs(value))
 
@@ -165,7 +170,7 @@ class SurgeryHistory:
                 )
                 yield dataset
             table: DataTable = DataTable(id="surgery-steps", cursor_type="row", zebra_stripes=True, classes="panel")
-            table.add_columns("", "step", "operation", "ppl", "Δ", "when")
+            table.add_columns("", "#", "operation", "ppl", "Δ")
             yield table
             yield Static(id="surgery-effect", classes="panel")  # above the form: in sight on a short screen
             with Vertical(id="surgery-form", classes="panel"):
@@ -179,7 +184,9 @@ class SurgeryHistory:
     def mount_history(self) -> None:
         self.query_one("#surgery-form").border_title = "Operation · ctrl+r runs"
         self._show_help()
-        self.query_one("#surgery-steps").border_title = "History · Enter current · c compare · u undo"
+        steps = self.query_one("#surgery-steps")
+        steps.border_title = "History"
+        steps.border_subtitle = "Enter current · c compare · u undo"
         self.query_one("#surgery-effect").border_title = "Effect"
         try:
             self.workbench = EngineWorkbench.open(self.smol.workspace)
@@ -216,11 +223,12 @@ class SurgeryHistory:
         table.clear()
         number = None if current is None else current.step
         self._steps = {step.step: step for step in workbench.history()}
+        width = max(MIN_OPERATION_WIDTH, table.scrollable_content_region.width - OTHER_COLUMNS)
         for step in self._steps.values():
             effect = step.effect or {}
             after = (effect.get("after") or {}).get("perplexity")
             delta = (effect.get("delta") or {}).get("perplexity")
-            operation = f"{step.operation} {compact_params(step.params)}".strip()
+            operation = fit_text(f"{step.operation} {compact_params(step.params)}".strip(), width)
             marked = step.step == number
             table.add_row(
                 "*" if marked else "",
@@ -228,7 +236,6 @@ class SurgeryHistory:
                 Text(operation, style="bold" if marked else ""),
                 short_metric("perplexity", after),
                 short_metric("perplexity", delta, signed=True),
-                format_ago(step.time, self.smol.clock()),
                 key=str(step.step),
             )
         if number is not None:
@@ -241,7 +248,8 @@ class SurgeryHistory:
             panel.update(Text("Run an operation to see its effect here.", style="dim"))
             return
         panel.border_title = f"Effect of step {step.step}"
-        headline = Text(f"step {step.step} · {step.operation} · {step.summary}", style="bold")
+        ago = format_ago(step.time, self.smol.clock())
+        headline = Text(f"step {step.step} · {step.operation} · {ago} · {step.summary}", style="bold")
         panel.update(Group(headline, *effect_renderables(step.effect)))
 
     def highlight_step(self, number: int) -> None:
@@ -347,6 +355,14 @@ class SurgeryHistory:
             return
         self._show_help()
         self._start(operation_work(self.workbench, operation.name, values), operation.name)
+
+    def loaded_is_current(self) -> bool:
+        """Whether the session's model was loaded from the current step's folder (importing it adds nothing)."""
+        loaded = self.smol.session_model
+        current = None if self.workbench is None else self.workbench.current()
+        if loaded is None or loaded.folder is None or current is None or current.folder is None:
+            return False
+        return Path(loaded.folder).resolve() == Path(current.folder).resolve()
 
     def import_session_model(self) -> None:
         """Run the import of the session's model (exactly as it is in memory) as a session job."""

@@ -24,6 +24,7 @@ from smoltui.widgets.weights_table import WeightsTable
 
 NARROW_WIDTH = 100
 MEDIUM_WIDTH = 160  # below it the weights' numbers and the workbench pane take less room
+HISTORY_WIDTHS = (58, 46)  # #surgery-history's width in smoltui.tcss, and under MEDIUM_WIDTH
 TYPING_ACTIONS = {"leave_field", "run_operation"}  # what keys do while a field has the keyboard
 
 
@@ -171,7 +172,6 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
 
     def watch_workbench_shown(self, shown: bool) -> None:
         self.set_class(shown, "-workbench-shown")
-        self.call_after_refresh(self.show_history)  # laid out at last: its operation column takes the room there
         if self.has_class("-narrow"):
             self.query_one("#surgery-steps" if shown else "#weights-table").focus()
 
@@ -215,4 +215,9 @@ class SurgeryScreen(BundledModelOffer, WeightsViewer, SurgeryHistory, SmolScreen
             self.set_class(narrow, "-narrow")  # one pane at a time: w shows the other
             self.refresh_bindings()
         self.set_class(medium, "-medium")
-        self.call_after_refresh(self.show_history)  # its operation column fits the pane's new width
+        self.show_history()  # its operation column fits the pane's new width
+
+    def history_width(self) -> int:
+        """The workbench pane's width: the screen's when narrow (the panes take turns), else as the CSS sets it."""
+        width = self.size.width
+        return width if width < NARROW_WIDTH else HISTORY_WIDTHS[width < MEDIUM_WIDTH]

@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 PROGRESS_LINES = 3  # the last lines an operation said, under the form
 # The history's operation column (an operation and its parameters; all of it in the Effect panel) takes what the
-# table's other columns leave (marker, number, ppl and Δ with their padding), so that its numbers stay in sight.
+# pane's edges (scrollbar, border, padding) and the table's other columns (marker, number, ppl and Δ with their
+# padding) leave, so that its numbers stay in sight.
+PANE_EDGES = 5
 OTHER_COLUMNS = 25
 MIN_OPERATION_WIDTH = 12
 FIRST_OPERATION = "edit"
@@ -143,6 +145,7 @@ class SurgeryHistory:
     smol: Workbench
     query_one: Any
     refresh_bindings: Callable[[], None]
+    history_width: Callable[[], int]  # the pane's width, from the screen's layout
 
     def _init_history(self) -> None:
         self.workbench: EngineWorkbench | None = None
@@ -223,7 +226,7 @@ class SurgeryHistory:
         table.clear()
         number = None if current is None else current.step
         self._steps = {step.step: step for step in workbench.history()}
-        width = max(MIN_OPERATION_WIDTH, table.scrollable_content_region.width - OTHER_COLUMNS)
+        width = max(MIN_OPERATION_WIDTH, self.history_width() - PANE_EDGES - OTHER_COLUMNS)
         for step in self._steps.values():
             effect = step.effect or {}
             after = (effect.get("after") or {}).get("perplexity")

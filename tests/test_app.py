@@ -177,6 +177,20 @@ async def test_model_input_suggests_presets_runs_and_folders(workspace, write_ru
         assert await suggester.get_suggestion("nano") == "nano-char"
         assert await suggester.get_suggestion("run:2030") == "run:20300101-000000-tiny"
         assert await suggester.get_suggestion("models/") == "models/mine"
+        assert await suggester.get_suggestion("step") is None  # no workbench history in this workspace yet
+
+
+async def test_model_input_offers_the_workbenchs_current_model_once_it_has_one(workspace):
+    from smoltui.engine.workbench import Workbench
+
+    with Workbench.open(workspace):
+        pass  # the history exists from here on
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        suggester = app.screen.query_one(ModelSourceInput).source_suggester
+        assert await suggester.get_suggestion("ste") == "step:current"
 
 
 @pytest.mark.slow

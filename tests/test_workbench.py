@@ -101,6 +101,31 @@ def test_the_loaded_model_imports_with_its_exact_weights_and_its_own_step_is_ref
     assert [entry.step for entry in bench.history()] == [1, 2]
 
 
+def test_step_sources_load_a_steps_model_and_name_their_mistakes(bench, model_folders, workspace):
+    with pytest.raises(UserError, match="no current model") as error:
+        load_model("step:current", device="cpu", workspace=workspace)
+    assert error.value.field == "model"
+    imported = run_operation(bench, "import", {"source": str(model_folders["gpt2"])})
+    run_operation(bench, "edit", {"pattern": "mlp", "zero": True}, evaluate=False)
+    bench.checkout(imported.step)
+    for source, step in (("step:1", 1), ("step:2", 2), ("step:current", 1)):
+        loaded = load_model(source, device="cpu", workspace=workspace)
+        assert (loaded.source, loaded.folder) == (source, bench.step(step).folder)
+        saved = weights(bench.step(step).folder)
+        state = loaded.model.state_dict()
+        assert all(torch.equal(state[name], tensor) for name, tensor in saved.items())
+    for source, words in (("step:7", "there is no step 7"), ("step:last", "write step:<number> or step:current")):
+        with pytest.raises(UserError, match=words) as error:
+            load_model(source, device="cpu", workspace=workspace)
+        assert error.value.field == "model"
+
+
+def test_a_workspace_without_a_history_says_how_to_make_one(tmp_path):
+    with pytest.raises(UserError, match="no workbench history yet; make a step first"):
+        load_model("step:current", device="cpu", workspace=tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()  # naming a step creates nothing
+
+
 def test_undo_makes_the_parent_current_and_an_import_has_nothing_to_undo(bench, model_folders):
     first = run_operation(bench, "import", {"source": str(model_folders["llama"])})
     second = run_operation(bench, "edit", {"pattern": "norm", "scale": "2"}, evaluate=False)

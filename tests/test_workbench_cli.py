@@ -78,7 +78,7 @@ def test_a_smolbox_style_chain_import_edit_history_checkout(ready, model_folder)
     assert json.loads(ok("state", "--json").stdout)["current"]["step"] == 1
 
 
-def test_prune_then_quantize_chain_with_their_effects_and_a_checkout_restores_the_weights(
+def test_prune_quantize_sample_chain_with_their_effects_and_a_checkout_restores_the_weights(
     ready, model_folder, tmp_path
 ):
     ok("import", str(model_folder), "--no-eval")
@@ -88,6 +88,13 @@ def test_prune_then_quantize_chain_with_their_effects_and_a_checkout_restores_th
     assert before["perplexity"] != after["perplexity"] and after["params"] == before["params"]
     quantized = ok("quantize", "--bits", "4")
     assert "4 bits" in quantized.stdout and "perplexity" in quantized.stdout
+    sampled = [
+        json.loads(line)
+        for line in ok(
+            "sample", "step:current", "-p", "The quick", "--max-tokens", "5", "--temperature", "0", "--json"
+        ).stdout.splitlines()
+    ]
+    assert len([event for event in sampled if "id" in event]) == 5  # the quantized model, as smolbox samples
     steps = json.loads(ok("history", "--json").stdout)
     assert [(step["operation"], step["parent"]) for step in steps] == [("import", None), ("prune", 1), ("quantize", 2)]
     one_line_error(run("prune", "--amount", "1.5"), "--amount")

@@ -1,4 +1,5 @@
-"""Model sources (preset, bundled model, GGUF file, local folder, Hub id, run:<id>[@step]), loading, summaries.
+"""Model sources (preset, bundled model, GGUF file, local folder, Hub id, run:<id>[@step], step:<n>), loading,
+summaries.
 
 Every source ends as a transformers causal LM in eval mode on the chosen device, with its tokenizer: presets
 (see presets.py) get fresh weights from a seed, folders and Hub snapshots load with
@@ -127,7 +128,8 @@ def load_model(
     overrides: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> LoadedModel:
-    """Load `source` (a preset, a bundled model, a .gguf file, a folder, a Hub id or "run:<id>[@step]").
+    """Load `source` (a preset, a bundled model, a .gguf file, a folder, a Hub id, "run:<id>[@step]" or a
+    workbench step, "step:<n>" or "step:current").
 
     A preset or bundled name wins over a folder of the same name in the working directory; write "./tiny" for
     the folder. A GGUF file is converted once into the user cache (see gguf.py), reporting each step to
@@ -211,8 +213,9 @@ def _load_converted(gguf_file: Path, placement: Placement, say) -> tuple[Path, P
 def locate_source(source: str, workspace: str | os.PathLike[str] | None = None) -> tuple[str, Any]:
     """What a model source names and where it is, found without loading, fetching or importing torch.
 
-    Returns (kind, location): ("preset", name), ("bundled", its GGUF file), ("gguf", file), ("folder", path),
-    ("run", checkpoint folder) or ("hub", repo id). A source that names nothing is a UserError (field "model").
+    Returns (kind, location): ("preset", name), ("bundled", its GGUF file), ("gguf", file), ("folder", path: also
+    for `step:<n>` and `step:current`, a workbench step's model), ("run", checkpoint folder) or ("hub", repo id).
+    A source that names nothing is a UserError (field "model").
     """
     source = source.strip()
     if not source:
@@ -222,6 +225,10 @@ def locate_source(source: str, workspace: str | os.PathLike[str] | None = None) 
             field="model",
         )
     prefix, colon, rest = source.partition(":")
+    if colon and prefix == "step":
+        from smoltui.engine.workbench import step_model_folder
+
+        return "folder", step_model_folder(rest, workspace)
     if colon and prefix == "run":
         from smoltui.engine.runs import run_checkpoint_folder
 

@@ -27,7 +27,7 @@ from typing import Any
 from smoltui.engine.device import DTYPE_CHOICES
 from smoltui.engine.errors import UserError
 from smoltui.engine.parameters import Parameter
-from smoltui.engine.workspace import ensure_private_dir, fsync_dir, open_workspace
+from smoltui.engine.workspace import ensure_private_dir, fsync_dir, open_workspace, workspace_path
 
 SCHEMA_VERSION = 1
 DB_NAME = "history.db"
@@ -390,6 +390,28 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def step_model_folder(spec: str, workspace: str | os.PathLike[str] | None = None) -> Path:
+    """The model folder of a `step:<N>` model source, or of `step:current` (the workbench's current model)."""
+    if not (workspace_path(workspace) / "workbench" / DB_NAME).is_file():
+        raise UserError(
+            "this workspace has no workbench history yet; make a step first, e.g. `smoltui import SOURCE`.",
+            field="model",
+        )
+    with Workbench.open(workspace) as workbench:
+        try:
+            if spec == "current":
+                chosen = workbench.require_model()
+            elif spec.isdigit():
+                chosen = workbench.step(int(spec))
+            else:
+                raise UserError(f"step:{spec} names no step; write step:<number> or step:current.")
+        except UserError as error:
+            raise UserError(str(error), field="model") from None
+    if chosen.folder is None or not (chosen.folder / "config.json").is_file():
+        raise UserError(f"step {chosen.step} has no model (it failed, or its folder is gone).", field="model")
+    return chosen.folder
 
 
 def _known_setting(key: str) -> str:

@@ -35,7 +35,10 @@ if TYPE_CHECKING:
 
     from smoltui.engine.models import LoadedModel, ModuleRow
 
-LOAD_HINT = "{bundled}a preset ({presets}), a .gguf file, a model folder, a Hub id, or run:<id>[@step] — enter loads it"
+LOAD_HINT = (
+    "{bundled}a preset ({presets}), a .gguf file, a model folder, a Hub id, run:<id>[@step] or step:<n> (the "
+    "workbench's) — enter loads it"
+)
 NEW_HINT = "a preset to build with fresh weights: {presets} — enter builds it"
 TIED = "tied to the embedding"  # what a tied LM head shows instead of its parameters, which the embedding holds
 EXPANDED_DEPTH = 2  # the tree opens two levels deep: the model's children and theirs

@@ -1,6 +1,6 @@
 """ModelSourceInput: where a person types a model source (the Model screen's input, the Train form's model
-field), completing it from this session's recent sources, the bundled models, the presets, the workspace's
-runs and the model folders near the current folder."""
+field), completing it from this session's recent sources, the bundled models, the presets, the workbench's
+current model (step:current), the workspace's runs and the model folders near the current folder."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def source_candidates(workspace: Path, recent: Sequence[str], folders: Sequence[
     except OSError:
         runs = []
     bundled = [model.name for model in bundled_models() if model.available]
-    ordered = [*recent, *bundled, *preset_names(), *(f"run:{run}" for run in runs), *folders]
+    steps = ["step:current"] if (workspace / "workbench" / "history.db").is_file() else []  # the workbench's model
+    ordered = [*recent, *bundled, *preset_names(), *steps, *(f"run:{run}" for run in runs), *folders]
     return list(dict.fromkeys(ordered))
 
 

@@ -251,8 +251,9 @@ class SurgeryHistory:
             panel.update(Text("Run an operation to see its effect here.", style="dim"))
             return
         panel.border_title = f"Effect of step {step.step}"
+        origin = "" if step.parent is None else f" · from step {step.parent}"  # a branch shows where it began
         ago = format_ago(step.time, self.smol.clock())
-        headline = Text(f"step {step.step} · {step.operation} · {ago} · {step.summary}", style="bold")
+        headline = Text(f"step {step.step} · {step.operation}{origin} · {ago} · {step.summary}", style="bold")
         panel.update(Group(headline, *effect_renderables(step.effect)))
 
     def highlight_step(self, number: int) -> None:

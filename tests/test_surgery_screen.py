@@ -459,3 +459,54 @@ async def test_choosing_prune_makes_its_fields_and_an_amount_past_one_is_refused
         assert amount.has_class("-invalid") and screen.operation_job is None
         assert "--amount must be at most 1, not 1.5; pass a smaller value." in said(screen, "#surgery-form-error")
         assert len(history_rows(screen)) == 1
+
+
+@pytest.mark.slow
+async def test_a_tool_runs_from_the_form_through_uv_and_a_failing_one_changes_nothing(workspace, imported, monkeypatch):
+    import shutil
+    import sys
+
+    from safetensors.torch import load_file
+    from test_workbench_cli import ZERO_TOOL
+
+    from smoltui.engine.workbench import Workbench
+
+    if shutil.which("uv") is None:
+        pytest.skip("uv is not on PATH")
+    monkeypatch.setenv("UV_OFFLINE", "1")  # a tool that declares no dependencies needs no network
+    monkeypatch.setenv("UV_PYTHON", sys.executable)
+    (workspace / "tools").mkdir()
+    (workspace / "tools" / "zero_tool.py").write_text(ZERO_TOOL)
+    app = make_app(workspace)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_surgery(pilot)
+        screen.query_one("#surgery-operation", Select).value = "tool"
+        await settled(pilot)
+        script = screen.query_one("#surgery-field-script", Input)
+        assert [widget.id for widget in screen.query_one("#surgery-fields").children] == [
+            "surgery-field-script",
+            "surgery-field-args",
+        ]
+        script.focus()
+        await pilot.press(*"zero")
+        assert script.value == "zero" and script._suggestion == "zero_tool"  # the workspace's tools complete
+        await pilot.press("right")
+        screen.query_one("#surgery-field-args", Input).value = "--name mlp"
+        await pilot.press("ctrl+r")
+        await wait_operation(pilot)
+        with Workbench.open(workspace) as bench:
+            made = bench.current()
+        assert (made.step, made.operation, made.params["args"]) == (2, "tool:zero_tool", ["--name", "mlp"])
+        zeroed = load_file(made.folder / "model.safetensors")
+        assert all(not tensor.any() for name, tensor in zeroed.items() if "mlp" in name)
+        assert history_rows(screen)[-1][:2] == ["*", "2"] and "Effect of step 2" in said(screen, "#surgery-effect")
+
+        screen.query_one("#surgery-field-args", Input).value = "--fail"
+        await pilot.press("ctrl+r")
+        await wait_operation(pilot)
+        progress = said(screen, "#surgery-progress")
+        assert "nothing changed" in progress and "failed with exit status 1" in progress
+        rows = history_rows(screen)
+        assert rows[-1][1] == "3" and rows[-1][2].startswith("✗ tool:zero") and rows[1][0] == "*"
+        with Workbench.open(workspace) as bench:
+            assert bench.current_step == 2

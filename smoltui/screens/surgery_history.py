@@ -21,16 +21,17 @@ from rich.table import Table
 from rich.text import Text
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.suggester import SuggestFromList
-from textual.widgets import Checkbox, DataTable, Input, Label, Select, Static
+from textual.widgets import DataTable, Input, Label, Select, Static
 
 from smoltui.cli.workbench_views import compact_params, format_delta, format_metric
 from smoltui.engine.data import BUILTIN_PYDOCS
 from smoltui.engine.effects import METRIC_LABELS, METRICS, Effect, Measurement
 from smoltui.engine.errors import UserError
-from smoltui.engine.operations import OPERATIONS, find_operation, import_loaded, run_operation
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
+from smoltui.engine.tools import list_tools
 from smoltui.engine.workbench import Workbench as EngineWorkbench
 from smoltui.formatting import display_path, fit_text, format_ago, format_compact
+from smoltui.screens.surgery_form import FormEntry, field_id, form_entries, import_work, parameter_fields
 from smoltui.widgets.worker_errors import describe_error
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ if TYPE_CHECKING:
 
     from textual.widget import Widget
 
-    from smoltui.engine.models import LoadedModel
-    from smoltui.engine.parameters import Parameter
     from smoltui.engine.session import JobContext
     from smoltui.engine.workbench import HistoryStep
     from smoltui.screens.base import Workbench
@@ -52,27 +51,6 @@ PANE_EDGES = 5
 OTHER_COLUMNS = 25
 MIN_OPERATION_WIDTH = 12
 FIRST_OPERATION = "edit"
-
-
-def field_id(parameter: Parameter) -> str:
-    return f"surgery-field-{parameter.name}"
-
-
-def parameter_fields(operation_name: str) -> list[Widget]:
-    """One field per parameter of the operation: a Checkbox for a flag, an Input for the rest."""
-    fields: list[Widget] = []
-    for parameter in find_operation(operation_name).parameters:
-        if parameter.kind == "flag":
-            fields.append(Checkbox(parameter.label, id=field_id(parameter), compact=True, tooltip=parameter.help))
-            continue
-        hint = parameter.metavar or parameter.name
-        if parameter.choices:
-            hint += f" ({'|'.join(parameter.choices)})"
-        if parameter.default not in (None, ""):
-            hint += f", default {parameter.default}"
-        placeholder = f"{parameter.label} {hint}" if parameter.option else hint
-        fields.append(Input(placeholder=placeholder, compact=True, id=field_id(parameter), tooltip=parameter.help))
-    return fields
 
 
 def short_metric(metric: str, value: float | None, *, signed: bool = False) -> str:
@@ -110,35 +88,6 @@ def shown_dataset(dataset: str | None) -> str:
     return dataset if dataset.startswith("builtin:") else display_path(Path(dataset))
 
 
-def operation_work(workbench: EngineWorkbench, name: str, values: dict[str, Any]) -> Callable[[JobContext], Any]:
-    """The session job: run one operation on the workbench, its progress lines as the job's events; cancelled, it
-    stops at its next line, before its step is committed, so nothing changes."""
-
-    def work(context: JobContext) -> HistoryStep:
-        return run_operation(workbench, name, values, progress=stoppable(context))
-
-    return work
-
-
-def import_work(workbench: EngineWorkbench, loaded: LoadedModel) -> Callable[[JobContext], Any]:
-    """The session job: make `loaded` (the session's model, as it is in memory) the workbench's current model."""
-
-    def work(context: JobContext) -> HistoryStep:
-        return import_loaded(workbench, loaded, progress=stoppable(context))
-
-    return work
-
-
-def stoppable(context: JobContext) -> Callable[[str], None]:
-    """A progress callback that passes each line on, and ends the job there once it has been cancelled."""
-
-    def say(line: str) -> None:
-        context.stop_if_cancelled()
-        context.emit(line)
-
-    return say
-
-
 class SurgeryHistory:
     """The history pane's part of SurgeryScreen (see module doc): its widgets are composed by the screen."""
 
@@ -155,6 +104,7 @@ class SurgeryHistory:
         self._progress: list[str] = []
         self._step_before: int | None = None  # the current step when the running job began
         self._steps: dict[int, HistoryStep] = {}  # the history as last shown, by step number
+        self._entries = form_entries()
 
     def compose_history(self) -> Iterable[Widget]:
         with VerticalScroll(id="surgery-history", can_focus=False):
@@ -177,10 +127,10 @@ class SurgeryHistory:
             yield table
             yield Static(id="surgery-effect", classes="panel")  # above the form: in sight on a short screen
             with Vertical(id="surgery-form", classes="panel"):
-                options = [(name, name) for name in OPERATIONS]
+                options = [(name, name) for name in self._entries]
                 yield Select(options, value=FIRST_OPERATION, allow_blank=False, compact=True, id="surgery-operation")
                 with Vertical(id="surgery-fields"):
-                    yield from parameter_fields(FIRST_OPERATION)
+                    yield from parameter_fields(self._entries[FIRST_OPERATION])
                 yield Static(id="surgery-form-error")  # the operation's help, or what is wrong with a field
                 yield Static(id="surgery-progress")
 
@@ -231,12 +181,13 @@ class SurgeryHistory:
             effect = step.effect or {}
             after = (effect.get("after") or {}).get("perplexity")
             delta = (effect.get("delta") or {}).get("perplexity")
-            operation = fit_text(f"{step.operation} {compact_params(step.params)}".strip(), width)
+            failed = step.status != "done"
+            operation = fit_text(("✗ " if failed else "") + f"{step.operation} {compact_params(step.params)}", width)
             marked = step.step == number
             table.add_row(
                 "*" if marked else "",
                 str(step.step),
-                Text(operation, style="bold" if marked else ""),
+                Text(operation, style="bold" if marked else "red" if failed else ""),
                 short_metric("perplexity", after),
                 short_metric("perplexity", delta, signed=True),
                 key=str(step.step),
@@ -324,41 +275,46 @@ class SurgeryHistory:
 
     # -- the form ----------------------------------------------------------------------------------------------
 
+    @property
+    def form_entry(self) -> FormEntry:
+        return self._entries[self.operation_name]
+
     async def choose_operation(self, name: str) -> None:
         self.operation_name = name
         fields = self.query_one("#surgery-fields", Vertical)
         await fields.remove_children()
-        await fields.mount_all(parameter_fields(name))
+        tools = [tool.name for tool in list_tools(self.smol.workspace)]
+        await fields.mount_all(parameter_fields(self.form_entry, {"script": tools}))
         self._show_help()
 
     def _show_help(self) -> None:
-        help_text = Text(find_operation(self.operation_name).help, style="dim")
+        help_text = Text(self.form_entry.help, style="dim")
         self.query_one("#surgery-form-error", Static).update(help_text)
 
     def form_values(self) -> dict[str, Any]:
-        """The form as text and booleans, one entry per parameter, as `Operation.parse` takes them."""
+        """The form as text and booleans, one entry per parameter, as the entry's `parse` takes them."""
         values: dict[str, Any] = {}
-        for parameter in find_operation(self.operation_name).parameters:
+        for parameter in self.form_entry.parameters:
             widget = self.query_one(f"#{field_id(parameter)}")
             values[parameter.name] = widget.value
             widget.remove_class("-invalid")
         return values
 
     def run_form(self) -> None:
-        """Validate the form and run its operation as a session job; a bad field is marked with its sentence."""
+        """Validate the form and run its entry as a session job; a bad field is marked with its sentence."""
         if self.workbench is None or self.operation_job is not None:
             return
         error_panel = self.query_one("#surgery-form-error", Static)
-        operation = find_operation(self.operation_name)
+        entry = self.form_entry
         try:
-            values = operation.parse(self.form_values())
+            values = entry.parse(self.form_values())
         except UserError as error:
-            if error.field is not None and any(p.name == error.field for p in operation.parameters):
+            if error.field is not None and any(p.name == error.field for p in entry.parameters):
                 self.query_one(f"#surgery-field-{error.field}").add_class("-invalid")
             error_panel.update(Text(str(error), style="red"))
             return
         self._show_help()
-        self._start(operation_work(self.workbench, operation.name, values), operation.name)
+        self._start(entry.work(self.workbench, values), entry.name)
 
     def loaded_is_current(self) -> bool:
         """Whether the session's model was loaded from the current step's folder (importing it adds nothing)."""
@@ -404,8 +360,10 @@ class SurgeryHistory:
         self.operation_job = None
         self.refresh_bindings()
         if isinstance(event, JobFinished):
-            step: HistoryStep = event.result
-            if step.step == self._step_before:
+            step: HistoryStep | None = event.result
+            if step is None:
+                self._say_progress("the tool wrote no model; the current model stays as it was")
+            elif step.step == self._step_before:
                 self._say_progress("done")  # an export: no new step
             else:
                 self.last_step = step
@@ -415,6 +373,7 @@ class SurgeryHistory:
             self.show_effect()
         elif isinstance(event, JobFailed):
             self._say_progress(f"nothing changed: {describe_error(event.error)}")
+            self.show_history()  # a failed tool is recorded as a failed step
         else:
             self._say_progress("cancelled; nothing changed")
         return True

@@ -163,7 +163,11 @@ async def test_an_unexpected_error_while_loading_is_a_notification(workspace, mo
         assert app.is_running
 
 
-async def test_model_input_suggests_presets_runs_and_folders(workspace, write_run, tmp_path, monkeypatch):
+async def test_model_input_suggests_presets_runs_folders_and_the_current_step(
+    workspace, write_run, tmp_path, monkeypatch
+):
+    from smoltui.engine.workbench import Workbench
+
     write_run("20300101-000000-tiny")
     (tmp_path / "models" / "mine").mkdir(parents=True)
     (tmp_path / "models" / "mine" / "config.json").write_text("{}")
@@ -178,18 +182,9 @@ async def test_model_input_suggests_presets_runs_and_folders(workspace, write_ru
         assert await suggester.get_suggestion("run:2030") == "run:20300101-000000-tiny"
         assert await suggester.get_suggestion("models/") == "models/mine"
         assert await suggester.get_suggestion("step") is None  # no workbench history in this workspace yet
-
-
-async def test_model_input_offers_the_workbenchs_current_model_once_it_has_one(workspace):
-    from smoltui.engine.workbench import Workbench
-
-    with Workbench.open(workspace):
-        pass  # the history exists from here on
-    app = make_app(workspace)
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("2")
-        await settle(pilot)
-        suggester = app.screen.query_one(ModelSourceInput).source_suggester
+        with Workbench.open(workspace):
+            pass  # from here on it has one: its current model is offered
+        app.screen.query_one(ModelSourceInput).refresh_candidates()  # as when the field gains focus
         assert await suggester.get_suggestion("ste") == "step:current"
 
 

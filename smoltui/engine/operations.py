@@ -121,7 +121,7 @@ def import_loaded(
     """
     say = progress or (lambda _message: None)
     current = workbench.current()
-    if current is not None and loaded.folder is not None and _same_folder(loaded.folder, current.folder):
+    if is_current_model(workbench, loaded):
         raise UserError(f"the loaded model is step {current.step}'s, already the current model; nothing to import.")
     basis = EvalSettings.from_settings(workbench.settings(), workbench.require_dataset()) if evaluate else None
     before = measure_before(workbench, current, None, basis, say)
@@ -164,9 +164,13 @@ def _record(
         shutil.rmtree(folder, ignore_errors=True)  # gone already when the step was committed
 
 
-def _same_folder(first: Path, second: Path | None) -> bool:
+def is_current_model(workbench: Workbench, loaded: LoadedModel) -> bool:
+    """Whether `loaded` was read from the current step's folder (importing it would add nothing)."""
+    current = workbench.current()
+    if current is None or current.folder is None or loaded.folder is None:
+        return False
     try:
-        return second is not None and first.resolve() == second.resolve()
+        return Path(loaded.folder).resolve() == current.folder.resolve()
     except OSError:
         return False
 

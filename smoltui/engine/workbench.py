@@ -399,15 +399,12 @@ def step_model_folder(spec: str, workspace: str | os.PathLike[str] | None = None
             "this workspace has no workbench history yet; make a step first, e.g. `smoltui import SOURCE`.",
             field="model",
         )
+    if spec != "current" and not spec.isdigit():
+        raise UserError(f"step:{spec} names no step; write step:<number> or step:current.", field="model")
     with Workbench.open(workspace) as workbench:
         try:
-            if spec == "current":
-                chosen = workbench.require_model()
-            elif spec.isdigit():
-                chosen = workbench.step(int(spec))
-            else:
-                raise UserError(f"step:{spec} names no step; write step:<number> or step:current.")
-        except UserError as error:
+            chosen = workbench.require_model() if spec == "current" else workbench.step(int(spec))
+        except UserError as error:  # said of the history's "step" setting; here it is a model source
             raise UserError(str(error), field="model") from None
     if chosen.folder is None or not (chosen.folder / "config.json").is_file():
         raise UserError(f"step {chosen.step} has no model (it failed, or its folder is gone).", field="model")

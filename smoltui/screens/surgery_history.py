@@ -27,6 +27,7 @@ from smoltui.cli.workbench_views import compact_params, format_delta, format_met
 from smoltui.engine.data import BUILTIN_PYDOCS
 from smoltui.engine.effects import METRIC_LABELS, METRICS, Effect, Measurement
 from smoltui.engine.errors import UserError
+from smoltui.engine.operations import is_current_model
 from smoltui.engine.session import Job, JobCancelled, JobFailed, JobFinished, JobProgressed
 from smoltui.engine.tools import list_tools
 from smoltui.engine.workbench import Workbench as EngineWorkbench
@@ -317,12 +318,9 @@ class SurgeryHistory:
         self._start(entry.work(self.workbench, values), entry.name)
 
     def loaded_is_current(self) -> bool:
-        """Whether the session's model was loaded from the current step's folder (importing it adds nothing)."""
+        """Whether the session's model is the current step's own (importing it adds nothing)."""
         loaded = self.smol.session_model
-        current = None if self.workbench is None else self.workbench.current()
-        if loaded is None or loaded.folder is None or current is None or current.folder is None:
-            return False
-        return Path(loaded.folder).resolve() == Path(current.folder).resolve()
+        return self.workbench is not None and loaded is not None and is_current_model(self.workbench, loaded)
 
     def import_session_model(self) -> None:
         """Run the import of the session's model (exactly as it is in memory) as a session job."""

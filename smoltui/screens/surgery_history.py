@@ -113,7 +113,7 @@ class SurgeryHistory:
             with Horizontal(id="surgery-dataset-row"):
                 yield Label("dataset ")
                 dataset = Input(
-                    placeholder="a text file or folder, or builtin:pydocs",
+                    placeholder="a file, a folder or builtin:pydocs",  # fits the 46-column pane
                     suggester=SuggestFromList([BUILTIN_PYDOCS]),
                     compact=True,
                     id="surgery-dataset",
